@@ -1,0 +1,485 @@
+//! Checkout sessions and their line items.
+
+use super::{flag, Arg, Conn, Cursor, Page, Sql};
+use crate::domain::checkout_session::{
+    CaptureMethod, CheckoutSession, Defaults, LineItem, PaymentStatus, SessionMode, SessionStatus,
+    SubscriptionData, TotalDetails,
+};
+use crate::domain::ids::{
+    CheckoutSessionId, ConsultationId, CustomerId, InvoiceId, LineItemId, MerchantId,
+    PaymentAttemptId, PaymentIntentId, PriceId, ProductId, SubscriptionId,
+};
+use crate::domain::metadata::Metadata;
+use crate::domain::money::Currency;
+use crate::domain::price::{Interval, Recurring};
+use crate::domain::product::VisitType;
+use crate::domain::timestamp::Timestamp;
+use crate::domain::{Mode, Owner};
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+struct SessionRow {
+    id: String,
+    merchant_id: String,
+    livemode: i64,
+    mode: String,
+    status: String,
+    currency: String,
+    amount_subtotal: i64,
+    amount_total: i64,
+    success_url: String,
+    cancel_url: String,
+    customer_id: Option<String>,
+    customer_email: Option<String>,
+    defaults: String,
+    client_reference_id: Option<String>,
+    metadata: Option<String>,
+    allow_promotion_codes: i64,
+    shipping_address_collection: i64,
+    capture_method: String,
+    setup_future_use: Option<String>,
+    subscription_data: Option<String>,
+    hsa_fsa_eligible: i64,
+    lmn_required: i64,
+    visit_type: Option<String>,
+    payment_intent_id: Option<String>,
+    setup_intent: Option<String>,
+    subscription_id: Option<String>,
+    invoice_id: Option<String>,
+    shipping_details: Option<String>,
+    decline_count: i64,
+    expires_at: i64,
+    created_at: i64,
+    completed_at: Option<i64>,
+}
+
+/// A stored session with who owns it (the page reads sessions without an API key).
+#[derive(Clone, Debug)]
+pub struct OwnedSession {
+    pub owner: Owner,
+    pub session: CheckoutSession,
+}
+
+impl From<SessionRow> for OwnedSession {
+    fn from(r: SessionRow) -> OwnedSession {
+        let mode = Mode::from_flag(r.livemode);
+        let session = CheckoutSession {
+            allow_promotion_codes: r.allow_promotion_codes != 0,
+            amount_total: r.amount_total,
+            amount_subtotal: r.amount_subtotal,
+            cancel_url: r.cancel_url,
+            capture_method: CaptureMethod::from_wire(&r.capture_method)
+                .unwrap_or(CaptureMethod::Automatic),
+            checkout_session_id: CheckoutSessionId::from_trusted(r.id),
+            created_at: Timestamp::from_micros(r.created_at),
+            customer: r.customer_id.map(CustomerId::from_trusted),
+            customer_email: r.customer_email,
+            defaults: serde_json::from_str::<Defaults>(&r.defaults).unwrap_or_default(),
+            expires_at: Timestamp::from_micros(r.expires_at),
+            invoice: r.invoice_id.map(InvoiceId::from_trusted),
+            hsa_fsa_eligible: r.hsa_fsa_eligible != 0,
+            letter_of_medical_necessity_required: r.lmn_required != 0,
+            metadata: Metadata::from_stored(r.metadata.as_deref()),
+            mode: SessionMode::from_wire(&r.mode).unwrap_or(SessionMode::Payment),
+            multiple_subscriptions: false,
+            payment_intent_id: r.payment_intent_id.map(PaymentIntentId::from_trusted),
+            redirect_url: String::new(),
+            setup_intent: r.setup_intent,
+            shipping_options: None,
+            shipping_address_collection: r.shipping_address_collection != 0,
+            shipping_details: r
+                .shipping_details
+                .and_then(|s| serde_json::from_str(&s).ok()),
+            status: SessionStatus::from_wire(&r.status).unwrap_or(SessionStatus::Open),
+            success_url: r.success_url,
+            subscription: r.subscription_id.map(SubscriptionId::from_trusted),
+            tax_rate: None,
+            test_mode: mode.is_test(),
+            total_details: TotalDetails {
+                amount_discount: 0,
+                amount_tax: None,
+                amount_shipping: None,
+            },
+            visit_type: r.visit_type.as_deref().and_then(VisitType::from_wire),
+            payment_status: PaymentStatus::Unpaid,
+            currency: Currency::parse(&r.currency).unwrap_or(Currency::USD),
+            client_reference_id: r.client_reference_id,
+            completed_at: r.completed_at.map(Timestamp::from_micros),
+            setup_future_use: r.setup_future_use,
+            subscription_data: r
+                .subscription_data
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<SubscriptionData>(s).ok()),
+            decline_count: r.decline_count,
+        };
+        let mut session = session;
+        session.payment_status = match (session.status, session.amount_total) {
+            (SessionStatus::Complete, 0) => PaymentStatus::NoPaymentRequired,
+            (SessionStatus::Complete, _) => PaymentStatus::Paid,
+            _ => PaymentStatus::Unpaid,
+        };
+        OwnedSession {
+            owner: Owner {
+                merchant_id: MerchantId::from_trusted(r.merchant_id),
+                mode,
+            },
+            session,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, merchant_id, livemode, mode, status, currency, amount_subtotal, amount_total, \
+    success_url, cancel_url, customer_id, customer_email, defaults, client_reference_id, metadata, \
+    allow_promotion_codes, shipping_address_collection, capture_method, setup_future_use, \
+    subscription_data, hsa_fsa_eligible, lmn_required, visit_type, payment_intent_id, setup_intent, \
+    subscription_id, invoice_id, shipping_details, decline_count, expires_at, created_at, completed_at";
+
+pub async fn insert(
+    conn: &mut Conn,
+    owner: &Owner,
+    s: &CheckoutSession,
+    items: &[LineItem],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO checkout_sessions (id, merchant_id, livemode, mode, status, currency, amount_subtotal,
+            amount_total, success_url, cancel_url, customer_id, customer_email, defaults,
+            client_reference_id, metadata, allow_promotion_codes, shipping_address_collection,
+            capture_method, setup_future_use, subscription_data, hsa_fsa_eligible, lmn_required,
+            visit_type, expires_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+            $20, $21, $22, $23, $24, $25)",
+    )
+    .bind(s.checkout_session_id.as_str())
+    .bind(owner.merchant_id.as_str())
+    .bind(owner.mode.as_flag())
+    .bind(s.mode.as_str())
+    .bind(s.status.as_str())
+    .bind(s.currency.code())
+    .bind(s.amount_subtotal)
+    .bind(s.amount_total)
+    .bind(&s.success_url)
+    .bind(&s.cancel_url)
+    .bind(s.customer.as_ref().map(|c| c.as_str()))
+    .bind(s.customer_email.as_deref())
+    .bind(serde_json::to_string(&s.defaults).unwrap_or_else(|_| "{}".into()))
+    .bind(s.client_reference_id.as_deref())
+    .bind(s.metadata.as_ref().map(Metadata::to_json))
+    .bind(flag(s.allow_promotion_codes))
+    .bind(flag(s.shipping_address_collection))
+    .bind(s.capture_method.as_str())
+    .bind(s.setup_future_use.as_deref())
+    .bind(s.subscription_data.as_ref().and_then(|d| serde_json::to_string(d).ok()))
+    .bind(flag(s.hsa_fsa_eligible))
+    .bind(flag(s.letter_of_medical_necessity_required))
+    .bind(s.visit_type.map(|v| v.as_str()))
+    .bind(s.expires_at.micros())
+    .bind(s.created_at.micros())
+    .execute(&mut *conn)
+    .await?;
+    for (position, item) in items.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO checkout_line_items (id, session_id, position, price_id, product_id, name,
+                description, quantity, unit_amount, currency, amount_subtotal, amount_total,
+                recurring_interval, recurring_interval_count, trial_period_days)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(item.line_item_id.as_str())
+        .bind(s.checkout_session_id.as_str())
+        .bind(position as i64)
+        .bind(item.price.as_str())
+        .bind(item.product.as_str())
+        .bind(&item.description)
+        .bind(item.product_description.as_deref())
+        .bind(item.quantity)
+        .bind(item.unit_amount)
+        .bind(item.currency.code())
+        .bind(item.amount_subtotal)
+        .bind(item.amount_total)
+        .bind(item.recurring.map(|r| r.interval.as_str()))
+        .bind(item.recurring.map(|r| i64::from(r.interval_count)))
+        .bind(
+            item.recurring
+                .and_then(|r| r.trial_period_days)
+                .map(i64::from),
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A session by id alone, for the hosted page (the id is the capability).
+pub async fn get_any(
+    conn: &mut Conn,
+    id: &CheckoutSessionId,
+) -> Result<Option<OwnedSession>, sqlx::Error> {
+    let row = sqlx::query_as::<_, SessionRow>(&format!(
+        "SELECT {COLUMNS} FROM checkout_sessions WHERE id = $1"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(OwnedSession::from))
+}
+
+pub async fn get(
+    conn: &mut Conn,
+    owner: &Owner,
+    id: &CheckoutSessionId,
+) -> Result<Option<CheckoutSession>, sqlx::Error> {
+    Ok(get_any(conn, id)
+        .await?
+        .filter(|o| &o.owner == owner)
+        .map(|o| o.session))
+}
+
+pub struct SessionFilter {
+    pub status: Option<SessionStatus>,
+    pub customer: Option<CustomerId>,
+    pub payment_intent: Option<PaymentIntentId>,
+}
+
+pub async fn list(
+    conn: &mut Conn,
+    owner: &Owner,
+    filter: &SessionFilter,
+    now: Timestamp,
+    cursor: &Cursor,
+) -> Result<Page<CheckoutSession>, sqlx::Error> {
+    let mut sql = Sql::new(&format!(
+        "SELECT {COLUMNS} FROM checkout_sessions WHERE merchant_id = "
+    ));
+    sql.bind(Arg::Text(owner.merchant_id.to_string()))
+        .push(" AND livemode = ")
+        .bind(Arg::Int(owner.mode.as_flag()));
+    // Open sessions past their expiry are expired, whether or not the sweeper has marked them.
+    match filter.status {
+        Some(SessionStatus::Open) => {
+            sql.push(" AND status = 'open' AND expires_at > ")
+                .bind(Arg::Int(now.micros()));
+        }
+        Some(SessionStatus::Expired) => {
+            sql.push(" AND (status = 'expired' OR (status = 'open' AND expires_at <= ")
+                .bind(Arg::Int(now.micros()))
+                .push("))");
+        }
+        Some(SessionStatus::Complete) => {
+            sql.push(" AND status = 'complete'");
+        }
+        None => {}
+    }
+    if let Some(c) = &filter.customer {
+        sql.push(" AND customer_id = ")
+            .bind(Arg::Text(c.to_string()));
+    }
+    if let Some(pi) = &filter.payment_intent {
+        sql.push(" AND payment_intent_id = ")
+            .bind(Arg::Text(pi.to_string()));
+    }
+    cursor.finish(&mut sql, "id");
+    let rows = sql.query_as::<SessionRow>().fetch_all(conn).await?;
+    let page = cursor.page(rows);
+    Ok(Page {
+        items: page
+            .items
+            .into_iter()
+            .map(|r| OwnedSession::from(r).session)
+            .collect(),
+        has_more: page.has_more,
+    })
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+struct LineItemRow {
+    id: String,
+    price_id: String,
+    product_id: String,
+    name: String,
+    description: Option<String>,
+    quantity: i64,
+    unit_amount: i64,
+    currency: String,
+    amount_subtotal: i64,
+    amount_total: i64,
+    recurring_interval: Option<String>,
+    recurring_interval_count: Option<i64>,
+    trial_period_days: Option<i64>,
+}
+
+pub async fn line_items(
+    conn: &mut Conn,
+    id: &CheckoutSessionId,
+) -> Result<Vec<LineItem>, sqlx::Error> {
+    let rows = sqlx::query_as::<_, LineItemRow>(
+        "SELECT id, price_id, product_id, name, description, quantity, unit_amount, currency,
+            amount_subtotal, amount_total, recurring_interval, recurring_interval_count, trial_period_days
+         FROM checkout_line_items WHERE session_id = $1 ORDER BY position",
+    )
+    .bind(id.as_str())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| LineItem {
+            line_item_id: LineItemId::from_trusted(r.id),
+            price: PriceId::from_trusted(r.price_id),
+            product: ProductId::from_trusted(r.product_id),
+            description: r.name,
+            product_description: r.description,
+            quantity: r.quantity,
+            unit_amount: r.unit_amount,
+            currency: Currency::parse(&r.currency).unwrap_or(Currency::USD),
+            amount_subtotal: r.amount_subtotal,
+            amount_total: r.amount_total,
+            recurring: r
+                .recurring_interval
+                .as_deref()
+                .and_then(Interval::from_wire)
+                .map(|interval| Recurring {
+                    interval,
+                    interval_count: r.recurring_interval_count.unwrap_or(1).clamp(1, 10_000) as u32,
+                    trial_period_days: r.trial_period_days.map(|d| d.clamp(0, 10_000) as u32),
+                }),
+        })
+        .collect())
+}
+
+/// Takes the right to charge an open, unexpired, unlocked session for `attempt`. Only one attempt
+/// can hold it at a time; one older than `stale_before` is presumed dead and may be taken over.
+pub async fn claim_for_payment(
+    conn: &mut Conn,
+    id: &CheckoutSessionId,
+    attempt: &PaymentAttemptId,
+    now: Timestamp,
+    stale_before: Timestamp,
+    max_declines: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE checkout_sessions SET processing_attempt_id = $1, processing_since = $2
+         WHERE id = $3 AND status = 'open' AND expires_at > $2 AND decline_count < $4
+           AND (processing_attempt_id IS NULL OR processing_since < $5)",
+    )
+    .bind(attempt.as_str())
+    .bind(now.micros())
+    .bind(id.as_str())
+    .bind(max_declines)
+    .bind(stale_before.micros())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The attempt currently holding the session, if any.
+pub async fn processing_attempt(
+    conn: &mut Conn,
+    id: &CheckoutSessionId,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar::<_, Option<String>>(
+        "SELECT processing_attempt_id FROM checkout_sessions WHERE id = $1",
+    )
+    .bind(id.as_str())
+    .fetch_optional(conn)
+    .await
+    .map(Option::flatten)
+}
+
+/// Lets go of the session after a decline or an abandoned challenge; counts a decline if `declined`.
+pub async fn release(
+    conn: &mut Conn,
+    id: &CheckoutSessionId,
+    attempt: &PaymentAttemptId,
+    declined: bool,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE checkout_sessions SET processing_attempt_id = NULL, processing_since = NULL,
+            decline_count = decline_count + $1
+         WHERE id = $2 AND processing_attempt_id = $3",
+    )
+    .bind(flag(declined))
+    .bind(id.as_str())
+    .bind(attempt.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub struct Completion<'a> {
+    pub customer: &'a CustomerId,
+    pub customer_email: Option<&'a str>,
+    pub payment_intent: Option<&'a PaymentIntentId>,
+    pub subscription: Option<&'a SubscriptionId>,
+    pub invoice: Option<&'a InvoiceId>,
+    pub consultation: Option<&'a ConsultationId>,
+    pub shipping_details: Option<String>,
+}
+
+/// Moves the session held by `attempt` to complete. False if the attempt no longer holds it.
+pub async fn complete(
+    conn: &mut Conn,
+    id: &CheckoutSessionId,
+    attempt: &PaymentAttemptId,
+    c: Completion<'_>,
+    now: Timestamp,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE checkout_sessions SET status = 'complete', completed_at = $1, customer_id = $2,
+            customer_email = COALESCE(customer_email, $3), payment_intent_id = $4, subscription_id = $5,
+            invoice_id = $6, consultation_id = $7, shipping_details = $8,
+            processing_attempt_id = NULL, processing_since = NULL
+         WHERE id = $9 AND status = 'open' AND processing_attempt_id = $10",
+    )
+    .bind(now.micros())
+    .bind(c.customer.as_str())
+    .bind(c.customer_email)
+    .bind(c.payment_intent.map(|p| p.as_str()))
+    .bind(c.subscription.map(|s| s.as_str()))
+    .bind(c.invoice.map(|i| i.as_str()))
+    .bind(c.consultation.map(|i| i.as_str()))
+    .bind(c.shipping_details)
+    .bind(id.as_str())
+    .bind(attempt.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Marks an open session expired (by request or because its time passed). False if it was not open
+/// or a payment for it is running (one that started before `stale_before` is presumed dead).
+pub async fn expire(
+    conn: &mut Conn,
+    id: &CheckoutSessionId,
+    now: Timestamp,
+    stale_before: Timestamp,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE checkout_sessions SET status = 'expired', expired_at = $1, processing_attempt_id = NULL,
+            processing_since = NULL
+         WHERE id = $2 AND status = 'open'
+           AND (processing_attempt_id IS NULL OR processing_since < $3)",
+    )
+    .bind(now.micros())
+    .bind(id.as_str())
+    .bind(stale_before.micros())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Open sessions whose time has passed and no payment is running for, oldest first.
+pub async fn due_for_expiry(
+    conn: &mut Conn,
+    now: Timestamp,
+    limit: i64,
+) -> Result<Vec<CheckoutSessionId>, sqlx::Error> {
+    let ids = sqlx::query_scalar::<_, String>(
+        "SELECT id FROM checkout_sessions WHERE status = 'open' AND expires_at <= $1
+            AND processing_attempt_id IS NULL ORDER BY expires_at LIMIT $2",
+    )
+    .bind(now.micros())
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(ids
+        .into_iter()
+        .map(CheckoutSessionId::from_trusted)
+        .collect())
+}

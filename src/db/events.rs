@@ -1,0 +1,87 @@
+//! The event outbox: one row per state change, written in the same transaction as the change.
+
+use super::{Arg, Conn, Cursor, Page, Sql};
+use crate::domain::ids::EventId;
+use crate::domain::timestamp::Timestamp;
+use crate::domain::Owner;
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: String,
+    pub merchant_id: String,
+    pub livemode: i64,
+    pub event_type: String,
+    pub object_type: String,
+    pub object_id: String,
+    pub payload: String,
+    pub created_at: i64,
+}
+
+pub struct NewEvent<'a> {
+    pub id: &'a EventId,
+    pub owner: &'a Owner,
+    pub event_type: &'a str,
+    pub object_type: &'a str,
+    pub object_id: &'a str,
+    pub payload: &'a str,
+}
+
+pub async fn insert(
+    conn: &mut Conn,
+    event: NewEvent<'_>,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO events (id, merchant_id, livemode, event_type, object_type, object_id, payload, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(event.id.as_str())
+    .bind(event.owner.merchant_id.as_str())
+    .bind(event.owner.mode.as_flag())
+    .bind(event.event_type)
+    .bind(event.object_type)
+    .bind(event.object_id)
+    .bind(event.payload)
+    .bind(now.micros())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn list(
+    conn: &mut Conn,
+    owner: &Owner,
+    event_type: Option<&str>,
+    object_id: Option<&str>,
+    cursor: &Cursor,
+) -> Result<Page<EventRow>, sqlx::Error> {
+    let mut sql = Sql::new("SELECT * FROM events WHERE merchant_id = ");
+    sql.bind(Arg::Text(owner.merchant_id.to_string()))
+        .push(" AND livemode = ")
+        .bind(Arg::Int(owner.mode.as_flag()));
+    if let Some(t) = event_type {
+        sql.push(" AND event_type = ")
+            .bind(Arg::Text(t.to_string()));
+    }
+    if let Some(o) = object_id {
+        sql.push(" AND object_id = ").bind(Arg::Text(o.to_string()));
+    }
+    cursor.finish(&mut sql, "id");
+    let rows = sql.query_as::<EventRow>().fetch_all(conn).await?;
+    Ok(cursor.page(rows))
+}
+
+pub async fn get(
+    conn: &mut Conn,
+    owner: &Owner,
+    id: &EventId,
+) -> Result<Option<EventRow>, sqlx::Error> {
+    sqlx::query_as::<_, EventRow>(
+        "SELECT * FROM events WHERE id = $1 AND merchant_id = $2 AND livemode = $3",
+    )
+    .bind(id.as_str())
+    .bind(owner.merchant_id.as_str())
+    .bind(owner.mode.as_flag())
+    .fetch_optional(conn)
+    .await
+}

@@ -1,0 +1,251 @@
+//! All SQL lives under here: one file per table group, each function taking a connection (a
+//! transaction or a pooled connection). The same statements run on SQLite and PostgreSQL through
+//! sqlx's `Any` driver, so they use only `$n` placeholders, BIGINT, TEXT and portable syntax.
+
+pub mod api_keys;
+pub mod checkout_sessions;
+pub mod customers;
+pub mod events;
+pub mod idempotency;
+pub mod merchants;
+pub mod payments;
+pub mod prices;
+pub mod products;
+pub mod settings;
+pub mod subscriptions;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
+
+pub type Conn = AnyConnection;
+pub type Tx = Transaction<'static, Any>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Db {
+    /// Opens a pool for `sqlite:` or `postgres:` URLs. A SQLite file's folder is created if needed.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            anyhow::bail!(
+                "DATABASE_URL must start with sqlite: or postgres: (got `{}`)",
+                url.split(':').next().unwrap_or("")
+            );
+        };
+        let url = if backend == Backend::Sqlite {
+            prepare_sqlite_url(url)?
+        } else {
+            url.to_string()
+        };
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid database URL: {e}"))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the one writer; NORMAL is durable with WAL.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database at DATABASE_URL: {e}"))?;
+        Ok(Db { pool, backend })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
+        Ok(())
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`), so a read-then-write transaction can wait for another writer instead of failing
+    /// when it tries to upgrade.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Any>, sqlx::Error> {
+        self.pool.acquire().await
+    }
+
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path != ":memory:" && !path.is_empty() {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot create the folder {} for the database: {e}",
+                        parent.display()
+                    )
+                })?;
+            }
+        }
+    }
+    let mut url = url.to_string();
+    if !query.split('&').any(|p| p.starts_with("mode=")) {
+        url.push(if query.is_empty() { '?' } else { '&' });
+        url.push_str("mode=rwc");
+    }
+    Ok(url)
+}
+
+/// Values bound to a dynamically built statement.
+#[derive(Clone, Debug)]
+pub enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// A statement built piece by piece (filters, cursors) with `$n` placeholders numbered for us.
+#[derive(Debug, Default)]
+pub struct Sql {
+    pub text: String,
+    pub args: Vec<Arg>,
+}
+
+impl Sql {
+    pub fn new(text: &str) -> Sql {
+        Sql {
+            text: text.to_string(),
+            args: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder for `arg`.
+    pub fn bind(&mut self, arg: Arg) -> &mut Sql {
+        self.args.push(arg);
+        self.text.push_str(&format!("${}", self.args.len()));
+        self
+    }
+
+    pub fn query_as<'q, T>(
+        &'q self,
+    ) -> sqlx::query::QueryAs<'q, Any, T, sqlx::any::AnyArguments<'q>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+    {
+        let mut q = sqlx::query_as::<_, T>(&self.text);
+        for arg in &self.args {
+            q = match arg {
+                Arg::Text(s) => q.bind(s.as_str()),
+                Arg::Int(i) => q.bind(*i),
+            };
+        }
+        q
+    }
+}
+
+/// The newest-first page of a list, by id; `has_more` says whether another page follows.
+#[derive(Clone, Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
+
+/// Where a list page starts: `starting_after` walks to older objects, `ending_before` to newer.
+#[derive(Clone, Debug, Default)]
+pub struct Cursor {
+    pub limit: u32,
+    pub starting_after: Option<String>,
+    pub ending_before: Option<String>,
+}
+
+impl Cursor {
+    /// Appends the cursor condition, order and limit to a statement whose WHERE clause is open.
+    pub fn finish(&self, sql: &mut Sql, id_column: &str) {
+        if let Some(after) = &self.starting_after {
+            sql.push(&format!(" AND {id_column} < "))
+                .bind(Arg::Text(after.clone()));
+        }
+        if let Some(before) = &self.ending_before {
+            sql.push(&format!(" AND {id_column} > "))
+                .bind(Arg::Text(before.clone()));
+        }
+        let order = if self.ending_before.is_some() {
+            "ASC"
+        } else {
+            "DESC"
+        };
+        sql.push(&format!(" ORDER BY {id_column} {order} LIMIT "))
+            .bind(Arg::Int(i64::from(self.limit) + 1));
+    }
+
+    /// Turns the rows fetched with `finish` into a newest-first page.
+    pub fn page<T>(&self, mut rows: Vec<T>) -> Page<T> {
+        let has_more = rows.len() > self.limit as usize;
+        rows.truncate(self.limit as usize);
+        if self.ending_before.is_some() {
+            rows.reverse();
+        }
+        Page {
+            items: rows,
+            has_more,
+        }
+    }
+}
+
+pub fn flag(b: bool) -> i64 {
+    i64::from(b)
+}
+
+/// True when a write failed because a unique constraint already holds the value.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.kind() == sqlx::error::ErrorKind::UniqueViolation
+                || db.message().contains("UNIQUE constraint failed")
+                || db.code().as_deref() == Some("23505")
+        }
+        _ => false,
+    }
+}

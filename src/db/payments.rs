@@ -1,0 +1,443 @@
+//! Payment attempts, payment intents, saved payment methods and LMN consultations.
+
+use super::{Arg, Conn, Cursor, Page, Sql};
+use crate::domain::ids::{
+    CheckoutSessionId, ConsultationId, CustomerId, InvoiceId, PaymentAttemptId, PaymentIntentId,
+    PaymentMethodId,
+};
+use crate::domain::money::Currency;
+use crate::domain::payment::{
+    CardDetails, PaymentError, PaymentIntent, PaymentIntentStatus, PaymentMethod,
+};
+use crate::domain::timestamp::Timestamp;
+use crate::domain::{Mode, Owner};
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub id: String,
+    pub merchant_id: String,
+    pub livemode: i64,
+    pub session_id: Option<String>,
+    pub status: String,
+    pub amount: i64,
+    pub currency: String,
+    pub contact: String,
+    pub card_brand: Option<String>,
+    pub card_last4: Option<String>,
+    pub card_exp_month: Option<i64>,
+    pub card_exp_year: Option<i64>,
+    pub card_funding: Option<String>,
+    pub gateway: String,
+    pub gateway_ref: Option<String>,
+    pub decline_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub struct NewAttempt<'a> {
+    pub id: &'a PaymentAttemptId,
+    pub owner: &'a Owner,
+    pub session: &'a CheckoutSessionId,
+    pub amount: i64,
+    pub currency: Currency,
+    pub contact: &'a str,
+    pub card: Option<&'a CardDetails>,
+    pub gateway: &'a str,
+    pub gateway_ref: Option<&'a str>,
+}
+
+pub async fn insert_attempt(
+    conn: &mut Conn,
+    a: NewAttempt<'_>,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO payment_attempts (id, merchant_id, livemode, session_id, status, amount, currency,
+            contact, card_brand, card_last4, card_exp_month, card_exp_year, card_funding, gateway,
+            gateway_ref, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)",
+    )
+    .bind(a.id.as_str())
+    .bind(a.owner.merchant_id.as_str())
+    .bind(a.owner.mode.as_flag())
+    .bind(a.session.as_str())
+    .bind(a.amount)
+    .bind(a.currency.code())
+    .bind(a.contact)
+    .bind(a.card.map(|c| c.brand.as_str()))
+    .bind(a.card.map(|c| c.last4.as_str()))
+    .bind(a.card.map(|c| i64::from(c.exp_month)))
+    .bind(a.card.map(|c| i64::from(c.exp_year)))
+    .bind(a.card.map(|c| c.funding.as_str()))
+    .bind(a.gateway)
+    .bind(a.gateway_ref)
+    .bind(now.micros())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_attempt(
+    conn: &mut Conn,
+    id: &PaymentAttemptId,
+) -> Result<Option<AttemptRow>, sqlx::Error> {
+    sqlx::query_as::<_, AttemptRow>("SELECT * FROM payment_attempts WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await
+}
+
+/// Records an attempt's outcome, only if it is still in `from` (so an outcome is recorded once).
+pub async fn finish_attempt(
+    conn: &mut Conn,
+    id: &PaymentAttemptId,
+    from: &[&str],
+    status: &str,
+    decline_code: Option<&str>,
+    failure_message: Option<&str>,
+    now: Timestamp,
+) -> Result<bool, sqlx::Error> {
+    let allowed: Vec<String> = from.iter().map(|s| format!("'{s}'")).collect();
+    let done = sqlx::query(&format!(
+        "UPDATE payment_attempts SET status = $1, decline_code = $2, failure_message = $3, updated_at = $4
+         WHERE id = $5 AND status IN ({})",
+        allowed.join(", ")
+    ))
+    .bind(status)
+    .bind(decline_code)
+    .bind(failure_message)
+    .bind(now.micros())
+    .bind(id.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+struct PaymentMethodRow {
+    id: String,
+    livemode: i64,
+    customer_id: String,
+    brand: String,
+    last4: String,
+    exp_month: i64,
+    exp_year: i64,
+    funding: String,
+    country: Option<String>,
+    billing_details: String,
+    off_session: i64,
+    created_at: i64,
+}
+
+impl From<PaymentMethodRow> for PaymentMethod {
+    fn from(r: PaymentMethodRow) -> PaymentMethod {
+        PaymentMethod {
+            payment_method_id: PaymentMethodId::from_trusted(r.id),
+            customer: CustomerId::from_trusted(r.customer_id),
+            card: CardDetails {
+                brand: r.brand,
+                last4: r.last4,
+                exp_month: r.exp_month.clamp(1, 12) as u32,
+                exp_year: r.exp_year.clamp(0, 9999) as i32,
+                funding: r.funding,
+                country: r.country,
+            },
+            billing_details: serde_json::from_str(&r.billing_details).unwrap_or_default(),
+            off_session: r.off_session != 0,
+            created_at: Timestamp::from_micros(r.created_at),
+            test_mode: Mode::from_flag(r.livemode).is_test(),
+        }
+    }
+}
+
+pub async fn insert_payment_method(
+    conn: &mut Conn,
+    owner: &Owner,
+    pm: &PaymentMethod,
+    gateway: &str,
+    gateway_ref: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO payment_methods (id, merchant_id, livemode, customer_id, brand, last4, exp_month,
+            exp_year, funding, country, billing_details, off_session, gateway, gateway_ref, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(pm.payment_method_id.as_str())
+    .bind(owner.merchant_id.as_str())
+    .bind(owner.mode.as_flag())
+    .bind(pm.customer.as_str())
+    .bind(&pm.card.brand)
+    .bind(&pm.card.last4)
+    .bind(i64::from(pm.card.exp_month))
+    .bind(i64::from(pm.card.exp_year))
+    .bind(&pm.card.funding)
+    .bind(pm.card.country.as_deref())
+    .bind(serde_json::to_string(&pm.billing_details).unwrap_or_else(|_| "{}".into()))
+    .bind(i64::from(pm.off_session))
+    .bind(gateway)
+    .bind(gateway_ref)
+    .bind(pm.created_at.micros())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn payment_methods_of(
+    conn: &mut Conn,
+    owner: &Owner,
+    customer: &CustomerId,
+) -> Result<Vec<PaymentMethod>, sqlx::Error> {
+    let rows = sqlx::query_as::<_, PaymentMethodRow>(
+        "SELECT id, livemode, customer_id, brand, last4, exp_month, exp_year, funding, country,
+            billing_details, off_session, created_at
+         FROM payment_methods WHERE customer_id = $1 AND merchant_id = $2 AND livemode = $3 ORDER BY id DESC",
+    )
+    .bind(customer.as_str())
+    .bind(owner.merchant_id.as_str())
+    .bind(owner.mode.as_flag())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(PaymentMethod::from).collect())
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+struct PaymentIntentRow {
+    id: String,
+    livemode: i64,
+    amount: i64,
+    amount_received: i64,
+    amount_refunded: i64,
+    currency: String,
+    status: String,
+    capture_method: String,
+    customer_id: Option<String>,
+    invoice_id: Option<String>,
+    checkout_session_id: Option<String>,
+    payment_method_id: Option<String>,
+    last_payment_error: Option<String>,
+    created_at: i64,
+}
+
+impl From<PaymentIntentRow> for PaymentIntent {
+    fn from(r: PaymentIntentRow) -> PaymentIntent {
+        PaymentIntent {
+            payment_intent_id: PaymentIntentId::from_trusted(r.id),
+            amount: r.amount,
+            amount_received: r.amount_received,
+            amount_refunded: r.amount_refunded,
+            currency: Currency::parse(&r.currency).unwrap_or(Currency::USD),
+            status: PaymentIntentStatus::from_wire(&r.status)
+                .unwrap_or(PaymentIntentStatus::Processing),
+            capture_method: r.capture_method,
+            customer: r.customer_id.map(CustomerId::from_trusted),
+            invoice: r.invoice_id.map(InvoiceId::from_trusted),
+            checkout_session: r.checkout_session_id.map(CheckoutSessionId::from_trusted),
+            payment_method: r.payment_method_id.map(PaymentMethodId::from_trusted),
+            last_payment_error: r
+                .last_payment_error
+                .and_then(|e| serde_json::from_str::<serde_json::Value>(&e).ok())
+                .and_then(|v| {
+                    Some(PaymentError {
+                        error_type: v.get("type")?.as_str()?.to_string(),
+                        code: v.get("code")?.as_str()?.to_string(),
+                        decline_code: v
+                            .get("decline_code")
+                            .and_then(|d| d.as_str())
+                            .map(String::from),
+                        message: v.get("message")?.as_str()?.to_string(),
+                    })
+                }),
+            created_at: Timestamp::from_micros(r.created_at),
+            test_mode: Mode::from_flag(r.livemode).is_test(),
+        }
+    }
+}
+
+pub struct NewPaymentIntent<'a> {
+    pub intent: &'a PaymentIntent,
+    pub attempt: Option<&'a PaymentAttemptId>,
+    pub gateway: &'a str,
+    pub gateway_ref: Option<&'a str>,
+}
+
+pub async fn insert_payment_intent(
+    conn: &mut Conn,
+    owner: &Owner,
+    n: NewPaymentIntent<'_>,
+) -> Result<(), sqlx::Error> {
+    let pi = n.intent;
+    sqlx::query(
+        "INSERT INTO payment_intents (id, merchant_id, livemode, amount, amount_received, amount_refunded,
+            currency, status, capture_method, customer_id, invoice_id, checkout_session_id,
+            payment_method_id, attempt_id, last_payment_error, gateway, gateway_ref, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)",
+    )
+    .bind(pi.payment_intent_id.as_str())
+    .bind(owner.merchant_id.as_str())
+    .bind(owner.mode.as_flag())
+    .bind(pi.amount)
+    .bind(pi.amount_received)
+    .bind(pi.amount_refunded)
+    .bind(pi.currency.code())
+    .bind(pi.status.as_str())
+    .bind(&pi.capture_method)
+    .bind(pi.customer.as_ref().map(|c| c.as_str()))
+    .bind(pi.invoice.as_ref().map(|c| c.as_str()))
+    .bind(pi.checkout_session.as_ref().map(|c| c.as_str()))
+    .bind(pi.payment_method.as_ref().map(|c| c.as_str()))
+    .bind(n.attempt.map(|a| a.as_str()))
+    .bind(pi.last_payment_error.as_ref().and_then(|e| serde_json::to_string(e).ok()))
+    .bind(n.gateway)
+    .bind(n.gateway_ref)
+    .bind(pi.created_at.micros())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+const PI_COLUMNS: &str = "id, livemode, amount, amount_received, amount_refunded, currency, status, \
+    capture_method, customer_id, invoice_id, checkout_session_id, payment_method_id, last_payment_error, created_at";
+
+pub async fn get_payment_intent(
+    conn: &mut Conn,
+    owner: &Owner,
+    id: &PaymentIntentId,
+) -> Result<Option<PaymentIntent>, sqlx::Error> {
+    let row = sqlx::query_as::<_, PaymentIntentRow>(&format!(
+        "SELECT {PI_COLUMNS} FROM payment_intents WHERE id = $1 AND merchant_id = $2 AND livemode = $3"
+    ))
+    .bind(id.as_str())
+    .bind(owner.merchant_id.as_str())
+    .bind(owner.mode.as_flag())
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(PaymentIntent::from))
+}
+
+pub async fn list_payment_intents(
+    conn: &mut Conn,
+    owner: &Owner,
+    customer: Option<&CustomerId>,
+    cursor: &Cursor,
+) -> Result<Page<PaymentIntent>, sqlx::Error> {
+    let mut sql = Sql::new(&format!(
+        "SELECT {PI_COLUMNS} FROM payment_intents WHERE merchant_id = "
+    ));
+    sql.bind(Arg::Text(owner.merchant_id.to_string()))
+        .push(" AND livemode = ")
+        .bind(Arg::Int(owner.mode.as_flag()));
+    if let Some(c) = customer {
+        sql.push(" AND customer_id = ")
+            .bind(Arg::Text(c.to_string()));
+    }
+    cursor.finish(&mut sql, "id");
+    let rows = sql.query_as::<PaymentIntentRow>().fetch_all(conn).await?;
+    let page = cursor.page(rows);
+    Ok(Page {
+        items: page.items.into_iter().map(PaymentIntent::from).collect(),
+        has_more: page.has_more,
+    })
+}
+
+pub struct NewConsultation<'a> {
+    pub id: &'a ConsultationId,
+    pub owner: &'a Owner,
+    pub customer: &'a CustomerId,
+    pub session: &'a CheckoutSessionId,
+    pub visit_type: &'a str,
+    pub answers: &'a str,
+    pub status: &'a str,
+}
+
+pub async fn insert_consultation(
+    conn: &mut Conn,
+    c: NewConsultation<'_>,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    let decided = (c.status != "pending").then_some(now.micros());
+    sqlx::query(
+        "INSERT INTO consultations (id, merchant_id, livemode, customer_id, session_id, visit_type, answers,
+            status, created_at, decided_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(c.id.as_str())
+    .bind(c.owner.merchant_id.as_str())
+    .bind(c.owner.mode.as_flag())
+    .bind(c.customer.as_str())
+    .bind(c.session.as_str())
+    .bind(c.visit_type)
+    .bind(c.answers)
+    .bind(c.status)
+    .bind(now.micros())
+    .bind(decided)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The sandbox processor's memory of a charge made under an idempotency key.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct SandboxCharge {
+    pub idempotency_key: String,
+    pub token: String,
+    pub amount: i64,
+    pub currency: String,
+    pub outcome: String,
+    pub decline_code: Option<String>,
+}
+
+/// Records a sandbox charge unless one exists under the key; returns the one that is stored.
+pub async fn sandbox_charge(
+    conn: &mut Conn,
+    c: &SandboxCharge,
+    now: Timestamp,
+) -> Result<SandboxCharge, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sandbox_charges (idempotency_key, token, amount, currency, outcome, decline_code, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(&c.idempotency_key)
+    .bind(&c.token)
+    .bind(c.amount)
+    .bind(&c.currency)
+    .bind(&c.outcome)
+    .bind(c.decline_code.as_deref())
+    .bind(now.micros())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_as::<_, SandboxCharge>(
+        "SELECT idempotency_key, token, amount, currency, outcome, decline_code FROM sandbox_charges
+         WHERE idempotency_key = $1",
+    )
+    .bind(&c.idempotency_key)
+    .fetch_one(conn)
+    .await
+}
+
+/// Changes a sandbox charge's outcome (a 3-D Secure challenge answered), only from `from`.
+pub async fn update_sandbox_charge(
+    conn: &mut Conn,
+    key: &str,
+    from: &str,
+    outcome: &str,
+    decline_code: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE sandbox_charges SET outcome = $1, decline_code = $2 WHERE idempotency_key = $3 AND outcome = $4",
+    )
+    .bind(outcome)
+    .bind(decline_code)
+    .bind(key)
+    .bind(from)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn count_sandbox_charges(conn: &mut Conn, outcome: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sandbox_charges WHERE outcome = $1")
+        .bind(outcome)
+        .fetch_one(conn)
+        .await
+}

@@ -1,0 +1,256 @@
+//! The built-in test-mode processor. It answers for the documented test cards exactly as Stripe's
+//! test mode does, and keeps its own ledger (a table of its own, as a real processor would keep
+//! its records) keyed by our idempotency key, so a replayed request gets the first answer.
+
+use super::{BoxFuture, ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, SavedCard};
+use crate::clock::Clock;
+use crate::db::payments::{self, SandboxCharge};
+use crate::db::Db;
+use crate::domain::card::{self, CardInput, TestBehavior};
+use crate::domain::payment::{CardDetails, DeclineCode};
+use crate::domain::Mode;
+
+pub struct SandboxGateway {
+    db: Db,
+    clock: Clock,
+}
+
+impl SandboxGateway {
+    pub fn new(db: Db, clock: Clock) -> SandboxGateway {
+        SandboxGateway { db, clock }
+    }
+}
+
+const TOKEN_PREFIX: &str = "sbx_card_";
+
+fn behavior_of(card_ref: &str) -> Option<TestBehavior> {
+    let rest = card_ref.strip_prefix(TOKEN_PREFIX)?;
+    let (code, _) = rest.rsplit_once('_')?;
+    TestBehavior::from_code(code)
+}
+
+/// What Stripe's test mode does with this card for this request, before any challenge.
+fn first_answer(
+    behavior: TestBehavior,
+    amount: i64,
+    off_session: bool,
+) -> (&'static str, Option<DeclineCode>) {
+    match behavior {
+        TestBehavior::Succeeds => ("succeeded", None),
+        // Saving a card checks it without taking money: insufficient funds do not show until a
+        // charge, and the "charges fail" card saves fine.
+        TestBehavior::Declines(DeclineCode::InsufficientFunds) if amount == 0 => {
+            ("succeeded", None)
+        }
+        TestBehavior::Declines(code) => ("declined", Some(code)),
+        TestBehavior::ChargesDeclined if amount == 0 => ("succeeded", None),
+        TestBehavior::ChargesDeclined => ("declined", Some(DeclineCode::GenericDecline)),
+        TestBehavior::ThreeDSecureOnce if off_session => ("succeeded", None),
+        TestBehavior::ThreeDSecureAlways if off_session => {
+            ("declined", Some(DeclineCode::AuthenticationRequired))
+        }
+        TestBehavior::ThreeDSecureOnce | TestBehavior::ThreeDSecureAlways => {
+            ("requires_action", None)
+        }
+    }
+}
+
+fn outcome_of(charge: &SandboxCharge) -> Result<ChargeOutcome, GatewayError> {
+    let gateway_ref = format!("sbx_ch_{}", charge.idempotency_key);
+    match charge.outcome.as_str() {
+        "succeeded" => Ok(ChargeOutcome::Succeeded { gateway_ref }),
+        "requires_action" => Ok(ChargeOutcome::RequiresAction { gateway_ref }),
+        "declined" | "canceled" => Ok(ChargeOutcome::Declined {
+            code: charge
+                .decline_code
+                .as_deref()
+                .and_then(DeclineCode::from_wire)
+                .unwrap_or(DeclineCode::GenericDecline),
+        }),
+        other => Err(GatewayError::Unavailable(format!(
+            "unknown sandbox outcome {other}"
+        ))),
+    }
+}
+
+fn unavailable(e: sqlx::Error) -> GatewayError {
+    GatewayError::Unavailable(e.to_string())
+}
+
+impl PaymentGateway for SandboxGateway {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+
+    fn supports(&self, mode: Mode) -> bool {
+        mode.is_test()
+    }
+
+    fn save_card<'a>(
+        &'a self,
+        input: &'a CardInput,
+    ) -> BoxFuture<'a, Result<SavedCard, GatewayError>> {
+        Box::pin(async move {
+            let Some(test_card) = card::test_card(&input.number) else {
+                return Err(GatewayError::CardRejected {
+                    param: "card_number",
+                    message: "Your card was declined. Use a test card in test mode, such as 4242 4242 4242 4242."
+                        .into(),
+                });
+            };
+            Ok(SavedCard {
+                gateway_ref: format!(
+                    "{TOKEN_PREFIX}{}_{}",
+                    test_card.behavior.code(),
+                    crate::domain::ids::new_ulid()
+                ),
+                details: CardDetails {
+                    brand: test_card.brand.as_str().into(),
+                    last4: input.last4(),
+                    exp_month: input.exp_month,
+                    exp_year: input.exp_year,
+                    funding: test_card.funding.into(),
+                    country: Some("US".into()),
+                },
+            })
+        })
+    }
+
+    fn charge<'a>(
+        &'a self,
+        req: ChargeRequest<'a>,
+    ) -> BoxFuture<'a, Result<ChargeOutcome, GatewayError>> {
+        Box::pin(async move {
+            let behavior = behavior_of(req.card_ref).ok_or_else(|| {
+                GatewayError::Unavailable("unknown sandbox card reference".into())
+            })?;
+            let (outcome, code) = first_answer(behavior, req.amount, req.off_session);
+            let mut conn = self.db.conn().await.map_err(unavailable)?;
+            let stored = payments::sandbox_charge(
+                &mut conn,
+                &SandboxCharge {
+                    idempotency_key: req.idempotency_key.to_string(),
+                    token: req.card_ref.to_string(),
+                    amount: req.amount,
+                    currency: req.currency.code(),
+                    outcome: outcome.to_string(),
+                    decline_code: code.map(|c| c.as_str().to_string()),
+                },
+                self.clock.now(),
+            )
+            .await
+            .map_err(unavailable)?;
+            outcome_of(&stored)
+        })
+    }
+
+    fn complete_action<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+        approved: bool,
+    ) -> BoxFuture<'a, Result<ChargeOutcome, GatewayError>> {
+        Box::pin(async move {
+            let mut conn = self.db.conn().await.map_err(unavailable)?;
+            let (outcome, code) = if approved {
+                ("succeeded", None)
+            } else {
+                (
+                    "declined",
+                    Some(DeclineCode::AuthenticationRequired.as_str()),
+                )
+            };
+            payments::update_sandbox_charge(
+                &mut conn,
+                idempotency_key,
+                "requires_action",
+                outcome,
+                code,
+            )
+            .await
+            .map_err(unavailable)?;
+            let stored = lookup_charge(&mut conn, idempotency_key)
+                .await?
+                .ok_or_else(|| {
+                    GatewayError::Unavailable("no sandbox charge under this key".into())
+                })?;
+            outcome_of(&stored)
+        })
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ChargeOutcome>, GatewayError>> {
+        Box::pin(async move {
+            let mut conn = self.db.conn().await.map_err(unavailable)?;
+            match lookup_charge(&mut conn, idempotency_key).await? {
+                Some(c) => outcome_of(&c).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+}
+
+async fn lookup_charge(
+    conn: &mut crate::db::Conn,
+    key: &str,
+) -> Result<Option<SandboxCharge>, GatewayError> {
+    sqlx::query_as::<_, SandboxCharge>(
+        "SELECT idempotency_key, token, amount, currency, outcome, decline_code FROM sandbox_charges
+         WHERE idempotency_key = $1",
+    )
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+    .map_err(unavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_cards_behave_as_documented() {
+        use DeclineCode::*;
+        assert_eq!(
+            first_answer(TestBehavior::Succeeds, 4999, false),
+            ("succeeded", None)
+        );
+        assert_eq!(
+            first_answer(TestBehavior::Declines(InsufficientFunds), 4999, false),
+            ("declined", Some(InsufficientFunds))
+        );
+        assert_eq!(
+            first_answer(TestBehavior::Declines(InsufficientFunds), 0, false),
+            ("succeeded", None)
+        );
+        assert_eq!(
+            first_answer(TestBehavior::ChargesDeclined, 0, false),
+            ("succeeded", None)
+        );
+        assert_eq!(
+            first_answer(TestBehavior::ChargesDeclined, 4999, true),
+            ("declined", Some(GenericDecline))
+        );
+        assert_eq!(
+            first_answer(TestBehavior::ThreeDSecureOnce, 4999, false),
+            ("requires_action", None)
+        );
+        assert_eq!(
+            first_answer(TestBehavior::ThreeDSecureOnce, 4999, true),
+            ("succeeded", None)
+        );
+        assert_eq!(
+            first_answer(TestBehavior::ThreeDSecureAlways, 4999, true),
+            ("declined", Some(AuthenticationRequired))
+        );
+    }
+
+    #[test]
+    fn tokens_carry_the_behaviour_but_not_the_number() {
+        let token = format!("{TOKEN_PREFIX}3ds_once_01HW5MXAPBE79RHMMJJGB4ACAB");
+        assert_eq!(behavior_of(&token), Some(TestBehavior::ThreeDSecureOnce));
+        assert!(!token.contains("4000002500003155"));
+        assert_eq!(behavior_of("sbx_card_nonsense_x"), None);
+    }
+}

@@ -1,0 +1,14 @@
+//! flex-checkout: a hosted checkout and subscription billing server.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod flows;
+pub mod gateway;
+pub mod pages;
+pub mod startup;
+pub mod state;
+pub mod workers;

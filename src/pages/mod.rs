@@ -1,0 +1,178 @@
+//! Customer-facing HTML: the hosted checkout page, the sandbox 3-D Secure page, message pages, and
+//! the embedded static files. Every response carries the security headers; every POST a CSRF token.
+
+pub mod checkout;
+
+use std::sync::OnceLock;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use hmac::{Hmac, Mac};
+use rust_embed::RustEmbed;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::PageError;
+
+#[derive(RustEmbed)]
+#[folder = "static/"]
+struct Assets;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/static/{file}").route(web::get().to(asset)))
+        .configure(checkout::routes);
+}
+
+/// A short hash of every static file, added to their URLs so browsers can cache them for good.
+pub fn asset_version() -> &'static str {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    VERSION.get_or_init(|| {
+        let mut hasher = Sha256::new();
+        let mut names: Vec<_> = Assets::iter().collect();
+        names.sort();
+        for name in names {
+            if let Some(file) = Assets::get(&name) {
+                hasher.update(name.as_bytes());
+                hasher.update(&file.data);
+            }
+        }
+        hex::encode(&hasher.finalize()[..6])
+    })
+}
+
+async fn asset(path: web::Path<String>) -> HttpResponse {
+    match Assets::get(&path) {
+        Some(file) => {
+            let mime = mime_guess::from_path(path.as_str()).first_or_octet_stream();
+            HttpResponse::Ok()
+                .insert_header((header::CONTENT_TYPE, mime.as_ref()))
+                .insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
+                .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                .body(file.data.into_owned())
+        }
+        None => not_found_page(),
+    }
+}
+
+/// The headers every page gets. `extra_form_origin` is where a form on this page may redirect to
+/// (the merchant's success URL), which Chrome checks against `form-action`.
+pub fn secure_html(
+    status: StatusCode,
+    html: String,
+    extra_form_origin: Option<&str>,
+) -> HttpResponse {
+    let form_action = match extra_form_origin {
+        Some(origin) => format!("'self' {origin}"),
+        None => "'self'".to_string(),
+    };
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+         font-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+    );
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, csp))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(html)
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    text: &'a str,
+    link: Option<(&'a str, &'a str)>,
+    asset_version: &'a str,
+    refresh: Option<&'a str>,
+}
+
+/// A page with a heading, a sentence and maybe one link (as `(href, label)`).
+pub fn render_message(
+    status: StatusCode,
+    title: &str,
+    text: &str,
+    link: Option<(&str, &str)>,
+) -> HttpResponse {
+    render_message_page(status, title, text, link, None)
+}
+
+pub fn render_message_page(
+    status: StatusCode,
+    title: &str,
+    text: &str,
+    link: Option<(&str, &str)>,
+    refresh: Option<&str>,
+) -> HttpResponse {
+    let page = MessagePage {
+        title,
+        text,
+        link,
+        asset_version: asset_version(),
+        refresh,
+    };
+    match page.render() {
+        Ok(html) => secure_html(status, html, None),
+        Err(e) => {
+            tracing::error!(error = %e, "message page failed to render");
+            HttpResponse::InternalServerError()
+                .content_type("text/plain; charset=utf-8")
+                .body("Something went wrong. Please try again.")
+        }
+    }
+}
+
+pub fn not_found_page() -> HttpResponse {
+    actix_web::ResponseError::error_response(&PageError::NotFound)
+}
+
+/// Anything outside the API and the pages: a friendly 404 page.
+pub async fn fallback(req: HttpRequest) -> HttpResponse {
+    if req.path().starts_with("/v1") {
+        return actix_web::ResponseError::error_response(&crate::error::ApiError::route_not_found(
+            req.path(),
+        ));
+    }
+    not_found_page()
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The CSRF token for forms about `subject` (a session id): an HMAC under the server's page key.
+pub fn csrf_token(key: &[u8], subject: &str) -> String {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(b"csrf:");
+    mac.update(subject.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+pub fn csrf_ok(key: &[u8], subject: &str, token: &str) -> bool {
+    let expected = csrf_token(key, subject);
+    expected.len() == token.len() && bool::from(expected.as_bytes().ct_eq(token.as_bytes()))
+}
+
+/// A POST must come from our own pages: a present `Origin` must be ours.
+pub fn origin_ok(req: &HttpRequest, public_origin: &str) -> bool {
+    match req.headers().get(header::ORIGIN).map(|o| o.to_str()) {
+        None => true,
+        Some(Ok(origin)) => origin == public_origin,
+        Some(Err(_)) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csrf_tokens_are_bound_to_their_subject_and_key() {
+        let t = csrf_token(b"key", "fcs_1");
+        assert!(csrf_ok(b"key", "fcs_1", &t));
+        assert!(!csrf_ok(b"key", "fcs_2", &t));
+        assert!(!csrf_ok(b"other", "fcs_1", &t));
+        assert!(!csrf_ok(b"key", "fcs_1", ""));
+    }
+}

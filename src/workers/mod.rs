@@ -1,0 +1,42 @@
+//! Background work found in the database: session expiry and payment reconciliation. Each pass
+//! does a bounded batch; several instances may run them at once because every change is a
+//! conditional update that only one of them wins.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::flows::checkout;
+use crate::state::AppState;
+
+/// How often the workers look for due work.
+pub const TICK: Duration = Duration::from_secs(5);
+
+/// One pass of every worker; returns how many items were handled. Tests call this directly
+/// instead of waiting for the timer.
+pub async fn run_once(state: &AppState) -> usize {
+    let mut handled = 0;
+    match checkout::expire_due(state, 200).await {
+        Ok(n) => handled += n,
+        Err(e) => tracing::warn!(error = ?e, "session expiry pass failed"),
+    }
+    match checkout::reconcile_stale_attempts(state, 100).await {
+        Ok(n) => handled += n,
+        Err(e) => tracing::warn!(error = ?e, "payment reconciliation pass failed"),
+    }
+    handled
+}
+
+/// Runs the workers until `stop` turns true; stops between passes, never inside one.
+pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+    loop {
+        run_once(&state).await;
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+    }
+}
