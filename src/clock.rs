@@ -17,15 +17,12 @@ impl Clock {
 
     pub fn now(&self) -> Timestamp {
         let system = time::OffsetDateTime::now_utc();
-        Timestamp::from_micros(
-            Timestamp::from_datetime(system).micros() + self.offset_micros.load(Ordering::Relaxed),
-        )
+        Timestamp::from_micros(Timestamp::from_datetime(system).micros() + self.offset_micros.load(Ordering::Relaxed))
     }
 
     /// Moves this clock (and every clone of it) forward; used by tests to reach expiry and renewals
     /// without waiting.
     pub fn advance_seconds(&self, seconds: i64) {
-        self.offset_micros
-            .fetch_add(seconds * Timestamp::MICROS_PER_SECOND, Ordering::Relaxed);
+        self.offset_micros.fetch_add(seconds * Timestamp::MICROS_PER_SECOND, Ordering::Relaxed);
     }
 }

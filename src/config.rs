@@ -6,11 +6,7 @@ use clap::{Args, Parser, Subcommand};
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/flex-checkout.db";
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "flex-checkout",
-    version,
-    about = "Hosted checkout and subscription billing server"
-)]
+#[command(name = "flex-checkout", version, about = "Hosted checkout and subscription billing server")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -137,14 +133,15 @@ impl Settings {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("http://localhost:{}", args.port),
         };
-        let parsed = url::Url::parse(&public_url).map_err(|e| {
-            anyhow::anyhow!("PUBLIC_URL `{public_url}` is not an absolute URL: {e}")
-        })?;
+        let parsed = url::Url::parse(&public_url)
+            .map_err(|e| anyhow::anyhow!("PUBLIC_URL `{public_url}` is not an absolute URL: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
             anyhow::bail!("PUBLIC_URL `{public_url}` must be an http or https URL with a host");
         }
         if parsed.path() != "/" || parsed.query().is_some() {
-            anyhow::bail!("PUBLIC_URL `{public_url}` must not have a path or query (checkout links are /pay/c/<id> under it)");
+            anyhow::bail!(
+                "PUBLIC_URL `{public_url}` must not have a path or query (checkout links are /pay/c/<id> under it)"
+            );
         }
         if args.database_max_connections == 0 {
             anyhow::bail!("DATABASE_MAX_CONNECTIONS must be at least 1");

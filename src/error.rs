@@ -18,12 +18,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(
-        status: StatusCode,
-        error_type: &'static str,
-        code: &str,
-        message: impl Into<String>,
-    ) -> ApiError {
+    fn new(status: StatusCode, error_type: &'static str, code: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             error_type,
@@ -41,13 +36,7 @@ impl ApiError {
 
     /// 400: a field is missing, malformed or out of range.
     pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> ApiError {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "parameter_invalid",
-            message,
-        )
-        .with_param(param)
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", "parameter_invalid", message).with_param(param)
     }
 
     pub fn missing(param: &str) -> ApiError {
@@ -61,21 +50,11 @@ impl ApiError {
     }
 
     pub fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            code,
-            message,
-        )
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message)
     }
 
     pub fn unauthenticated(message: impl Into<String>) -> ApiError {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "api_key_invalid",
-            message,
-        )
+        ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", "api_key_invalid", message)
     }
 
     /// 404 without saying whether the object exists for someone else.
@@ -116,12 +95,7 @@ impl ApiError {
 
     /// 422: well-formed but impossible now (inactive price, wrong mode, session already complete).
     pub fn unprocessable(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request_error",
-            code,
-            message,
-        )
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error", code, message)
     }
 
     pub fn payload_too_large(limit: usize) -> ApiError {
@@ -160,13 +134,7 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
     }
 }
 
@@ -180,8 +148,7 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
-        res.insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(self.body())
+        res.insert_header((header::CACHE_CONTROL, "no-store")).json(self.body())
     }
 }
 
@@ -259,10 +226,9 @@ impl ResponseError for PageError {
                 "We couldn't find this checkout page. Please check the link or return to the store and try again.",
             ),
             PageError::Forbidden(why) => ("This request was refused", *why),
-            PageError::BadRequest(_) => (
-                "Something in this request was not right",
-                "Please go back, reload the page and try again.",
-            ),
+            PageError::BadRequest(_) => {
+                ("Something in this request was not right", "Please go back, reload the page and try again.")
+            }
             PageError::Internal(_) => (
                 "Something went wrong",
                 "Something went wrong on our side. No payment was taken twice. Please try again in a moment.",

@@ -4,9 +4,7 @@ use clap::Parser;
 use serde_json::{json, Value};
 
 use flex_checkout::clock::Clock;
-use flex_checkout::config::{
-    Cli, Command, DemoArgs, KeysCommand, MerchantsCommand, ServeArgs, Settings,
-};
+use flex_checkout::config::{Cli, Command, DemoArgs, KeysCommand, MerchantsCommand, ServeArgs, Settings};
 use flex_checkout::db::{self, Db};
 use flex_checkout::domain::ids::MerchantId;
 use flex_checkout::domain::Mode;
@@ -15,10 +13,7 @@ use flex_checkout::startup::Application;
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -103,10 +98,7 @@ async fn serve(database_url: String, args: ServeArgs) -> anyhow::Result<()> {
         println!();
         println!("    {}", key.secret);
         println!();
-        println!(
-            "  Try: curl {}/v1/products -H 'Authorization: Bearer {}'",
-            settings.public_url, key.secret
-        );
+        println!("  Try: curl {}/v1/products -H 'Authorization: Bearer {}'", settings.public_url, key.secret);
         println!();
     }
     println!(
@@ -132,9 +124,7 @@ async fn merchants(database_url: &str, cmd: MerchantsCommand) -> anyhow::Result<
         }
         MerchantsCommand::List => {
             let rows: Vec<(String, String)> =
-                sqlx::query_as("SELECT id, name FROM merchants ORDER BY id")
-                    .fetch_all(&db.pool)
-                    .await?;
+                sqlx::query_as("SELECT id, name FROM merchants ORDER BY id").fetch_all(&db.pool).await?;
             for (id, name) in rows {
                 println!("{id}\t{name}");
             }
@@ -170,11 +160,7 @@ async fn keys_command(database_url: &str, cmd: KeysCommand) -> anyhow::Result<()
     let db = open(database_url).await?;
     let clock = Clock::system();
     match cmd {
-        KeysCommand::Create {
-            name,
-            live,
-            merchant,
-        } => {
+        KeysCommand::Create { name, live, merchant } => {
             let merchant = default_merchant(&db, merchant).await?;
             let mode = if live { Mode::Live } else { Mode::Test };
             let key = keys::create_key(&db, &merchant, &name, mode, clock.now()).await?;
@@ -197,11 +183,7 @@ async fn keys_command(database_url: &str, cmd: KeysCommand) -> anyhow::Result<()
                     if k.livemode != 0 { "live" } else { "test" },
                     k.name,
                     k.redacted,
-                    if k.revoked_at.is_some() {
-                        "revoked"
-                    } else {
-                        "active"
-                    }
+                    if k.revoked_at.is_some() { "revoked" } else { "active" }
                 );
             }
         }
@@ -223,9 +205,7 @@ async fn demo(database_url: &str, args: DemoArgs) -> anyhow::Result<()> {
         None => {
             let db = open(database_url).await?;
             let merchant = default_merchant(&db, None).await?;
-            keys::create_key(&db, &merchant, "demo", Mode::Test, Clock::system().now())
-                .await?
-                .secret
+            keys::create_key(&db, &merchant, "demo", Mode::Test, Clock::system().now()).await?.secret
         }
     };
     let base = args.api_url.trim_end_matches('/').to_string();
@@ -252,20 +232,14 @@ async fn demo(database_url: &str, args: DemoArgs) -> anyhow::Result<()> {
             "visit_type": "gym", "hsa_fsa_eligibility": "letter_of_medical_necessity"}}),
     )
     .await?;
-    let product_id = product["product"]["product_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let product_id = product["product"]["product_id"].as_str().unwrap_or_default().to_string();
     let price = post(
         "/v1/prices",
         json!({"price": {"product": product_id, "description": "Monthly", "unit_amount": 4999,
             "recurring": {"interval": "monthly"}}}),
     )
     .await?;
-    let price_id = price["price"]["price_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let price_id = price["price"]["price_id"].as_str().unwrap_or_default().to_string();
     let session = post(
         "/v1/checkout/sessions",
         json!({"checkout_session": {"mode": "subscription", "line_items": [{"price": price_id, "quantity": 1}],
@@ -274,11 +248,6 @@ async fn demo(database_url: &str, args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     println!("product {product_id}, price {price_id}");
     println!("open this link and pay with 4242 4242 4242 4242, any future expiry, any CVC:");
-    println!(
-        "{}",
-        session["checkout_session"]["redirect_url"]
-            .as_str()
-            .unwrap_or_default()
-    );
+    println!("{}", session["checkout_session"]["redirect_url"].as_str().unwrap_or_default());
     Ok(())
 }

@@ -34,35 +34,26 @@ impl Application {
         Self::build_with_db(settings, clock, db).await
     }
 
-    pub async fn build_with_db(
+    pub async fn build_with_db(settings: Settings, clock: Clock, db: Db) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}:{} (PORT/HOST): {e}", settings.host, settings.port))?;
+        Self::build_with_listener(settings, clock, db, listener).await
+    }
+
+    /// Serves on a listener bound by the caller (tests bind port 0 first to learn the public URL).
+    pub async fn build_with_listener(
         settings: Settings,
         clock: Clock,
         db: Db,
+        listener: TcpListener,
     ) -> anyhow::Result<Application> {
         let page_key = page_key(&db).await?;
-        let gateway: Arc<dyn PaymentGateway> =
-            Arc::new(SandboxGateway::new(db.clone(), clock.clone()));
-        let state = AppState {
-            db,
-            gateway,
-            clock,
-            settings: Arc::new(settings.clone()),
-            page_key: Arc::new(page_key),
-        };
-        let listener = TcpListener::bind((settings.host.as_str(), settings.port)).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {}:{} (PORT/HOST): {e}",
-                settings.host,
-                settings.port
-            )
-        })?;
+        let gateway: Arc<dyn PaymentGateway> = Arc::new(SandboxGateway::new(db.clone(), clock.clone()));
+        let state = AppState { db, gateway, clock, settings: Arc::new(settings.clone()), page_key: Arc::new(page_key) };
         let port = listener.local_addr()?.port();
         let data = web::Data::new(state.clone());
         let mut server = HttpServer::new(move || {
-            App::new()
-                .wrap(tracing_actix_web::TracingLogger::default())
-                .app_data(data.clone())
-                .configure(routes)
+            App::new().wrap(tracing_actix_web::TracingLogger::default()).app_data(data.clone()).configure(routes)
         })
         .listen(listener)?;
         if let Some(workers) = settings.http_workers {
@@ -70,13 +61,7 @@ impl Application {
         }
         let server = server.shutdown_timeout(30).run();
         let (stop_workers, _) = watch::channel(false);
-        Ok(Application {
-            port,
-            state,
-            server,
-            stop_workers,
-            run_workers: true,
-        })
+        Ok(Application { port, state, server, stop_workers, run_workers: true })
     }
 
     /// Serve without the background workers (tests drive them one pass at a time).
@@ -110,13 +95,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     if state.db.ping().await {
-        HttpResponse::Ok()
-            .content_type("application/json")
-            .body(r#"{"status":"ok"}"#)
+        HttpResponse::Ok().content_type("application/json").body(r#"{"status":"ok"}"#)
     } else {
-        HttpResponse::ServiceUnavailable()
-            .content_type("application/json")
-            .body(r#"{"status":"database unreachable"}"#)
+        HttpResponse::ServiceUnavailable().content_type("application/json").body(r#"{"status":"database unreachable"}"#)
     }
 }
 

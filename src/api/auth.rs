@@ -31,10 +31,7 @@ impl FromRequest for Auth {
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let header = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .map(|h| h.to_str().map(str::to_string));
+        let header = req.headers().get(actix_web::http::header::AUTHORIZATION).map(|h| h.to_str().map(str::to_string));
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
             let secret = match header {
@@ -44,14 +41,10 @@ impl FromRequest for Auth {
                     ))
                 }
                 Some(Err(_)) => {
-                    return Err(ApiError::unauthenticated(
-                        "The Authorization header is not readable text.",
-                    ))
+                    return Err(ApiError::unauthenticated("The Authorization header is not readable text."))
                 }
                 Some(Ok(value)) => match value.split_once(' ') {
-                    Some((scheme, secret)) if scheme.eq_ignore_ascii_case("bearer") => {
-                        secret.trim().to_string()
-                    }
+                    Some((scheme, secret)) if scheme.eq_ignore_ascii_case("bearer") => secret.trim().to_string(),
                     _ => {
                         return Err(ApiError::unauthenticated(
                             "Use `Authorization: Bearer <secret key>` to authenticate.",
@@ -60,27 +53,20 @@ impl FromRequest for Auth {
                 },
             };
             let Some(claimed_mode) = keys::mode_of_secret(&secret) else {
-                return Err(ApiError::unauthenticated(
-                    "Invalid API key: keys start with fsk_test_ or fsk_.",
-                ));
+                return Err(ApiError::unauthenticated("Invalid API key: keys start with fsk_test_ or fsk_."));
             };
             let hash = keys::hash_secret(&secret);
             let mut conn = state.db.conn().await?;
             let key = db::api_keys::find_active_by_hash(&mut conn, &hash)
                 .await?
                 .filter(|k| bool::from(k.secret_hash.as_bytes().ct_eq(hash.as_bytes())))
-                .ok_or_else(|| {
-                    ApiError::unauthenticated("Invalid API key, or the key was revoked.")
-                })?;
+                .ok_or_else(|| ApiError::unauthenticated("Invalid API key, or the key was revoked."))?;
             let mode = Mode::from_flag(key.livemode);
             if mode != claimed_mode {
                 return Err(ApiError::unauthenticated("Invalid API key."));
             }
             Ok(Auth {
-                owner: Owner {
-                    merchant_id: MerchantId::from_trusted(key.merchant_id),
-                    mode,
-                },
+                owner: Owner { merchant_id: MerchantId::from_trusted(key.merchant_id), mode },
                 key_id: ApiKeyId::from_trusted(key.id),
             })
         })

@@ -7,9 +7,7 @@ use serde_json::{json, Value};
 
 use super::auth::Auth;
 use super::prices::{currency, recurring, RecurringInput};
-use super::{
-    idempotency, json_response, list_body, parse_body, read_body, wrap, Query, LIST_PARAMS,
-};
+use super::{idempotency, json_response, list_body, parse_body, read_body, wrap, Query, LIST_PARAMS};
 use crate::db;
 use crate::domain::checkout_session::{
     self as cs, CaptureMethod, Defaults, SessionMode, SessionStatus, SubscriptionData,
@@ -133,22 +131,17 @@ fn line_item(input: LineItemInput, i: usize, mode: SessionMode) -> Result<NewLin
     };
     match (input.price, input.price_data) {
         (Some(price), None) => {
-            let price = PriceId::parse(&price).ok_or_else(|| {
-                FieldError::new(
-                    format!("{param}.price"),
-                    format!("No such price: '{price}'"),
-                )
-            })?;
+            let price = PriceId::parse(&price)
+                .ok_or_else(|| FieldError::new(format!("{param}.price"), format!("No such price: '{price}'")))?;
             Ok(NewLineItem::Price { price, quantity })
         }
         (None, Some(data)) => {
             let dp = format!("{param}.price_data");
             let product = match (data.product, data.product_data) {
-                (Some(id), None) => {
-                    ProductRef::Existing(ProductId::parse(&id).ok_or_else(|| {
-                        FieldError::new(format!("{dp}.product"), format!("No such product: '{id}'"))
-                    })?)
-                }
+                (Some(id), None) => ProductRef::Existing(
+                    ProductId::parse(&id)
+                        .ok_or_else(|| FieldError::new(format!("{dp}.product"), format!("No such product: '{id}'")))?,
+                ),
                 (None, Some(pd)) => {
                     let pp = format!("{dp}.product_data");
                     let eligibility = pd
@@ -162,27 +155,13 @@ fn line_item(input: LineItemInput, i: usize, mode: SessionMode) -> Result<NewLin
                         .as_deref()
                         .map(|v| VisitType::parse(v, &format!("{pp}.visit_type")))
                         .transpose()?;
-                    product::check_visit_type(
-                        eligibility,
-                        visit_type,
-                        &format!("{pp}.visit_type"),
-                    )?;
+                    product::check_visit_type(eligibility, visit_type, &format!("{pp}.visit_type"))?;
                     ProductRef::New {
-                        name: text::required_text(
-                            &pd.name,
-                            &format!("{pp}.name"),
-                            product::NAME_MAX,
-                        )?,
+                        name: text::required_text(&pd.name, &format!("{pp}.name"), product::NAME_MAX)?,
                         description: pd
                             .description
                             .as_deref()
-                            .map(|d| {
-                                text::optional_text(
-                                    d,
-                                    &format!("{pp}.description"),
-                                    product::DESCRIPTION_MAX,
-                                )
-                            })
+                            .map(|d| text::optional_text(d, &format!("{pp}.description"), product::DESCRIPTION_MAX))
                             .transpose()?
                             .flatten(),
                         eligibility,
@@ -196,11 +175,7 @@ fn line_item(input: LineItemInput, i: usize, mode: SessionMode) -> Result<NewLin
                     ))
                 }
             };
-            let recurring = data
-                .recurring
-                .as_ref()
-                .map(|r| recurring(r, &format!("{dp}.recurring")))
-                .transpose()?;
+            let recurring = data.recurring.as_ref().map(|r| recurring(r, &format!("{dp}.recurring"))).transpose()?;
             if recurring.is_some() && mode == SessionMode::Payment {
                 return Err(FieldError::new(
                     format!("{dp}.recurring"),
@@ -218,55 +193,34 @@ fn line_item(input: LineItemInput, i: usize, mode: SessionMode) -> Result<NewLin
                 quantity,
             })
         }
-        (Some(_), Some(_)) => Err(FieldError::new(
-            param,
-            "give either `price` or `price_data`, not both",
-        )),
-        (None, None) => Err(FieldError::new(
-            format!("{param}.price"),
-            "each line item needs a `price` (or `price_data`)",
-        )),
+        (Some(_), Some(_)) => Err(FieldError::new(param, "give either `price` or `price_data`, not both")),
+        (None, None) => {
+            Err(FieldError::new(format!("{param}.price"), "each line item needs a `price` (or `price_data`)"))
+        }
     }
 }
 
-fn parse_create(
-    input: CreateSession,
-    mode_of_key: Mode,
-    now: Timestamp,
-) -> Result<NewSession, FieldError> {
+fn parse_create(input: CreateSession, mode_of_key: Mode, now: Timestamp) -> Result<NewSession, FieldError> {
     let mode = SessionMode::parse(&input.mode, &format!("{P}.mode"))?;
     let items_in = input.line_items.unwrap_or_default();
     if mode == SessionMode::Setup && !items_in.is_empty() {
-        return Err(FieldError::new(
-            format!("{P}.line_items"),
-            "mode `setup` takes no line items",
-        ));
+        return Err(FieldError::new(format!("{P}.line_items"), "mode `setup` takes no line items"));
     }
     if mode != SessionMode::Setup && items_in.is_empty() {
-        return Err(FieldError::new(
-            format!("{P}.line_items"),
-            format!("mode `{mode}` needs at least one line item"),
-        ));
+        return Err(FieldError::new(format!("{P}.line_items"), format!("mode `{mode}` needs at least one line item")));
     }
     if items_in.len() > cs::MAX_LINE_ITEMS {
-        return Err(FieldError::new(
-            format!("{P}.line_items"),
-            format!("at most {} line items", cs::MAX_LINE_ITEMS),
-        ));
+        return Err(FieldError::new(format!("{P}.line_items"), format!("at most {} line items", cs::MAX_LINE_ITEMS)));
     }
-    let line_items = items_in
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| line_item(item, i, mode))
-        .collect::<Result<Vec<_>, _>>()?;
+    let line_items =
+        items_in.into_iter().enumerate().map(|(i, item)| line_item(item, i, mode)).collect::<Result<Vec<_>, _>>()?;
 
     let customer = input
         .customer
         .as_deref()
         .map(|c| {
-            CustomerId::parse(c).ok_or_else(|| {
-                FieldError::new(format!("{P}.customer"), format!("No such customer: '{c}'"))
-            })
+            CustomerId::parse(c)
+                .ok_or_else(|| FieldError::new(format!("{P}.customer"), format!("No such customer: '{c}'")))
         })
         .transpose()?;
     let customer_email = input
@@ -283,16 +237,9 @@ fn parse_create(
     }
     let d = input.defaults.unwrap_or_default();
     let dp = format!("{P}.defaults");
-    let nonempty = |v: &Option<String>| {
-        v.as_deref()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-    };
+    let nonempty = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
     let defaults = Defaults {
-        email: nonempty(&d.email)
-            .map(|e| text::email(&e, &format!("{dp}.email")))
-            .transpose()?,
+        email: nonempty(&d.email).map(|e| text::email(&e, &format!("{dp}.email"))).transpose()?,
         first_name: nonempty(&d.first_name)
             .map(|v| text::optional_text(&v, &format!("{dp}.first_name"), 100))
             .transpose()?
@@ -301,9 +248,7 @@ fn parse_create(
             .map(|v| text::optional_text(&v, &format!("{dp}.last_name"), 100))
             .transpose()?
             .flatten(),
-        phone: nonempty(&d.phone)
-            .map(|p| text::phone(&p, &format!("{dp}.phone")))
-            .transpose()?,
+        phone: nonempty(&d.phone).map(|p| text::phone(&p, &format!("{dp}.phone"))).transpose()?,
     };
     let capture_method = input
         .capture_method
@@ -364,9 +309,7 @@ fn parse_create(
             }
             Metadata::parse(&sd.metadata, &format!("{sp}.metadata"))?;
             if let Some(cycle) = sd.billing_cycle.as_deref() {
-                if BillingCycle::parse(cycle, &format!("{sp}.billing_cycle"))?
-                    != BillingCycle::Anniversary
-                {
+                if BillingCycle::parse(cycle, &format!("{sp}.billing_cycle"))? != BillingCycle::Anniversary {
                     return Err(FieldError::new(
                         format!("{sp}.billing_cycle"),
                         "checkout subscriptions bill on the ANNIVERSARY cycle; CALENDAR billing is not available for checkout yet",
@@ -381,19 +324,11 @@ fn parse_create(
             })
         }
     };
-    let currency = input
-        .currency
-        .as_deref()
-        .map(|c| currency(c, &format!("{P}.currency")))
-        .transpose()?;
+    let currency = input.currency.as_deref().map(|c| currency(c, &format!("{P}.currency"))).transpose()?;
     Ok(NewSession {
         mode,
         line_items,
-        success_url: text::redirect_url(
-            &input.success_url,
-            &format!("{P}.success_url"),
-            mode_of_key,
-        )?,
+        success_url: text::redirect_url(&input.success_url, &format!("{P}.success_url"), mode_of_key)?,
         cancel_url: text::redirect_url(&input.cancel_url, &format!("{P}.cancel_url"), mode_of_key)?,
         customer,
         customer_email,
@@ -435,11 +370,7 @@ fn parse_id(raw: &str) -> Result<CheckoutSessionId, ApiError> {
     CheckoutSessionId::parse(raw).ok_or_else(|| ApiError::not_found("checkout session", raw))
 }
 
-async fn retrieve(
-    state: web::Data<AppState>,
-    auth: Auth,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn retrieve(state: web::Data<AppState>, auth: Auth, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let mut conn = state.db.conn().await?;
     let session = db::checkout_sessions::get(&mut conn, &auth.owner, &id)
@@ -449,74 +380,42 @@ async fn retrieve(
     Ok(json_response(StatusCode::OK, &wrap(P, &session)))
 }
 
-async fn list(
-    state: web::Data<AppState>,
-    auth: Auth,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let query = Query::parse(
-        &req,
-        &[&LIST_PARAMS[..], &["status", "customer", "payment_intent"]].concat(),
-    )?;
+async fn list(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req, &[&LIST_PARAMS[..], &["status", "customer", "payment_intent"]].concat())?;
     let cursor = query.cursor(CheckoutSessionId::PREFIX)?;
     let filter = db::checkout_sessions::SessionFilter {
-        status: query
-            .get("status")
-            .map(|s| SessionStatus::parse(s, "status"))
-            .transpose()?,
+        status: query.get("status").map(|s| SessionStatus::parse(s, "status")).transpose()?,
         customer: query
             .get("customer")
             .map(|c| {
-                CustomerId::parse(c).ok_or_else(|| {
-                    ApiError::invalid("customer", "customer must be a customer id (fcus_...)")
-                })
+                CustomerId::parse(c)
+                    .ok_or_else(|| ApiError::invalid("customer", "customer must be a customer id (fcus_...)"))
             })
             .transpose()?,
         payment_intent: query
             .get("payment_intent")
             .map(|p| {
                 PaymentIntentId::parse(p).ok_or_else(|| {
-                    ApiError::invalid(
-                        "payment_intent",
-                        "payment_intent must be a payment intent id (fpi_...)",
-                    )
+                    ApiError::invalid("payment_intent", "payment_intent must be a payment intent id (fpi_...)")
                 })
             })
             .transpose()?,
     };
     let now = state.clock.now();
     let mut conn = state.db.conn().await?;
-    let mut page =
-        db::checkout_sessions::list(&mut conn, &auth.owner, &filter, now, &cursor).await?;
-    page.items = page
-        .items
-        .into_iter()
-        .map(|s| s.present(&state.settings.public_url, now))
-        .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &list_body("checkout_sessions", &page),
-    ))
+    let mut page = db::checkout_sessions::list(&mut conn, &auth.owner, &filter, now, &cursor).await?;
+    page.items = page.items.into_iter().map(|s| s.present(&state.settings.public_url, now)).collect();
+    Ok(json_response(StatusCode::OK, &list_body("checkout_sessions", &page)))
 }
 
-async fn line_items(
-    state: web::Data<AppState>,
-    auth: Auth,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn line_items(state: web::Data<AppState>, auth: Auth, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let mut conn = state.db.conn().await?;
-    if db::checkout_sessions::get(&mut conn, &auth.owner, &id)
-        .await?
-        .is_none()
-    {
+    if db::checkout_sessions::get(&mut conn, &auth.owner, &id).await?.is_none() {
         return Err(ApiError::not_found("checkout session", &path));
     }
     let items = db::checkout_sessions::line_items(&mut conn, &id).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "line_items": items, "has_more": false }),
-    ))
+    Ok(json_response(StatusCode::OK, &json!({ "line_items": items, "has_more": false })))
 }
 
 async fn expire(
@@ -530,9 +429,8 @@ async fn expire(
     let id = parse_id(&path)?;
     idempotency::run(&state, &auth, &req, &body, || async {
         if !body.iter().all(|b| b.is_ascii_whitespace()) {
-            let v: Value = serde_json::from_slice(&body).map_err(|_| {
-                ApiError::bad_request("json_invalid", "the request body is not valid JSON")
-            })?;
+            let v: Value = serde_json::from_slice(&body)
+                .map_err(|_| ApiError::bad_request("json_invalid", "the request body is not valid JSON"))?;
             if v.as_object().map(|o| !o.is_empty()).unwrap_or(true) {
                 return Err(ApiError::bad_request(
                     "body_not_allowed",

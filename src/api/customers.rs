@@ -6,10 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Auth;
-use super::{
-    idempotency, json_response, list_body, nullable, parse_body, read_body, wrap, Query,
-    LIST_PARAMS,
-};
+use super::{idempotency, json_response, list_body, nullable, parse_body, read_body, wrap, Query, LIST_PARAMS};
 use crate::db;
 use crate::domain::customer::{self, Address, Customer};
 use crate::domain::ids::CustomerId;
@@ -109,12 +106,8 @@ impl CustomerInput {
                 text::email(v, "customer.email").map(Some)
             }
         })?;
-        set(&mut c.first_name, self.first_name, |v| {
-            text::optional_text(v, "customer.first_name", customer::NAME_MAX)
-        })?;
-        set(&mut c.last_name, self.last_name, |v| {
-            text::optional_text(v, "customer.last_name", customer::NAME_MAX)
-        })?;
+        set(&mut c.first_name, self.first_name, |v| text::optional_text(v, "customer.first_name", customer::NAME_MAX))?;
+        set(&mut c.last_name, self.last_name, |v| text::optional_text(v, "customer.last_name", customer::NAME_MAX))?;
         set(&mut c.phone, self.phone, |v| {
             if v.trim().is_empty() {
                 Ok(None)
@@ -166,28 +159,16 @@ async fn create(
     .await
 }
 
-async fn retrieve(
-    state: web::Data<AppState>,
-    auth: Auth,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn retrieve(state: web::Data<AppState>, auth: Auth, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let mut conn = state.db.conn().await?;
-    let customer = db::customers::get(&mut conn, &auth.owner, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("customer", &path))?;
+    let customer =
+        db::customers::get(&mut conn, &auth.owner, &id).await?.ok_or_else(|| ApiError::not_found("customer", &path))?;
     Ok(json_response(StatusCode::OK, &wrap("customer", &customer)))
 }
 
-async fn list(
-    state: web::Data<AppState>,
-    auth: Auth,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let query = Query::parse(
-        &req,
-        &[&LIST_PARAMS[..], &["email", "external_id"]].concat(),
-    )?;
+async fn list(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req, &[&LIST_PARAMS[..], &["email", "external_id"]].concat())?;
     let cursor = query.cursor(CustomerId::PREFIX)?;
     let filter = db::customers::CustomerFilter {
         email: query.get("email").map(str::to_string),
@@ -195,10 +176,7 @@ async fn list(
     };
     let mut conn = state.db.conn().await?;
     let page = db::customers::list(&mut conn, &auth.owner, &filter, &cursor).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &list_body("customers", &page),
-    ))
+    Ok(json_response(StatusCode::OK, &list_body("customers", &page)))
 }
 
 async fn update(
@@ -232,15 +210,9 @@ async fn payment_methods(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let mut conn = state.db.conn().await?;
-    if db::customers::get(&mut conn, &auth.owner, &id)
-        .await?
-        .is_none()
-    {
+    if db::customers::get(&mut conn, &auth.owner, &id).await?.is_none() {
         return Err(ApiError::not_found("customer", &path));
     }
     let methods = db::payments::payment_methods_of(&mut conn, &auth.owner, &id).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "payment_methods": methods, "has_more": false }),
-    ))
+    Ok(json_response(StatusCode::OK, &json!({ "payment_methods": methods, "has_more": false })))
 }

@@ -14,9 +14,7 @@ use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/events")
-            .route(web::get().to(list))
-            .default_service(web::to(super::method_not_allowed)),
+        web::resource("/events").route(web::get().to(list)).default_service(web::to(super::method_not_allowed)),
     )
     .service(
         web::resource("/events/{id}")
@@ -29,44 +27,19 @@ fn payload(row: &EventRow) -> Value {
     serde_json::from_str(&row.payload).unwrap_or(Value::Null)
 }
 
-async fn list(
-    state: web::Data<AppState>,
-    auth: Auth,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let query = Query::parse(
-        &req,
-        &[&LIST_PARAMS[..], &["event_type", "object_id"]].concat(),
-    )?;
+async fn list(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req, &[&LIST_PARAMS[..], &["event_type", "object_id"]].concat())?;
     let cursor = query.cursor(EventId::PREFIX)?;
     let mut conn = state.db.conn().await?;
-    let page = db::events::list(
-        &mut conn,
-        &auth.owner,
-        query.get("event_type"),
-        query.get("object_id"),
-        &cursor,
-    )
-    .await?;
+    let page =
+        db::events::list(&mut conn, &auth.owner, query.get("event_type"), query.get("object_id"), &cursor).await?;
     let events: Vec<Value> = page.items.iter().map(payload).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "events": events, "has_more": page.has_more }),
-    ))
+    Ok(json_response(StatusCode::OK, &json!({ "events": events, "has_more": page.has_more })))
 }
 
-async fn retrieve(
-    state: web::Data<AppState>,
-    auth: Auth,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn retrieve(state: web::Data<AppState>, auth: Auth, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = EventId::parse(&path).ok_or_else(|| ApiError::not_found("event", &path))?;
     let mut conn = state.db.conn().await?;
-    let row = db::events::get(&mut conn, &auth.owner, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("event", &path))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "event": payload(&row) }),
-    ))
+    let row = db::events::get(&mut conn, &auth.owner, &id).await?.ok_or_else(|| ApiError::not_found("event", &path))?;
+    Ok(json_response(StatusCode::OK, &json!({ "event": payload(&row) })))
 }

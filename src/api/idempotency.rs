@@ -20,10 +20,7 @@ pub const RETENTION_SECONDS: i64 = 24 * 3600;
 pub const ABANDONED_SECONDS: i64 = 60;
 
 fn respond(status: StatusCode, body: String) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header(("Cache-Control", "no-store"))
-        .content_type("application/json")
-        .body(body)
+    HttpResponse::build(status).insert_header(("Cache-Control", "no-store")).content_type("application/json").body(body)
 }
 
 /// Runs `handler` at most once per idempotency key.
@@ -49,10 +46,7 @@ where
             .map(str::trim)
             .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
             .ok_or_else(|| {
-                ApiError::invalid(
-                    HEADER,
-                    format!("{HEADER} must be 1 to {MAX_KEY_LEN} printable ASCII characters"),
-                )
+                ApiError::invalid(HEADER, format!("{HEADER} must be 1 to {MAX_KEY_LEN} printable ASCII characters"))
             })?
             .to_string(),
     };
@@ -77,15 +71,8 @@ where
         .bind(now.plus_seconds(-ABANDONED_SECONDS).micros())
         .execute(&mut *conn)
         .await?;
-        db::idempotency::claim(
-            &mut conn,
-            &auth.owner,
-            &key,
-            &request_hash,
-            now,
-            now.plus_seconds(-RETENTION_SECONDS),
-        )
-        .await?
+        db::idempotency::claim(&mut conn, &auth.owner, &key, &request_hash, now, now.plus_seconds(-RETENTION_SECONDS))
+            .await?
     };
     if let Some(record) = existing {
         if record.request_hash != request_hash {
@@ -116,14 +103,12 @@ where
     match result {
         Ok((status, value)) => {
             let body = value.to_string();
-            db::idempotency::save_response(&mut conn, &auth.owner, &key, status.as_u16(), &body)
-                .await?;
+            db::idempotency::save_response(&mut conn, &auth.owner, &key, status.as_u16(), &body).await?;
             Ok(respond(status, body))
         }
         Err(e) if e.status.is_client_error() => {
             let body = e.body().to_string();
-            db::idempotency::save_response(&mut conn, &auth.owner, &key, e.status.as_u16(), &body)
-                .await?;
+            db::idempotency::save_response(&mut conn, &auth.owner, &key, e.status.as_u16(), &body).await?;
             Err(e)
         }
         Err(e) => {

@@ -18,11 +18,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-async fn retrieve(
-    state: web::Data<AppState>,
-    auth: Auth,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn retrieve(state: web::Data<AppState>, auth: Auth, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = InvoiceId::parse(&path).ok_or_else(|| ApiError::not_found("invoice", &path))?;
     let mut conn = state.db.conn().await?;
     let invoice = db::subscriptions::get_invoice(&mut conn, &auth.owner, &id)

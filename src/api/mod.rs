@@ -45,19 +45,15 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 
 /// Answer for a known path with an unsupported method.
 pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    actix_web::ResponseError::error_response(&ApiError::method_not_allowed(
-        req.method().as_str(),
-        req.path(),
-    ))
+    actix_web::ResponseError::error_response(&ApiError::method_not_allowed(req.method().as_str(), req.path()))
 }
 
 /// Reads the whole body, refusing more than `MAX_BODY_BYTES`.
 pub async fn read_body(mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| {
-            ApiError::bad_request("body_unreadable", "the request body could not be read")
-        })?;
+        let chunk =
+            chunk.map_err(|_| ApiError::bad_request("body_unreadable", "the request body could not be read"))?;
         if body.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(ApiError::payload_too_large(MAX_BODY_BYTES));
         }
@@ -68,11 +64,7 @@ pub async fn read_body(mut payload: web::Payload) -> Result<web::Bytes, ApiError
 
 /// Parses a body shaped `{"<envelope>": {...}}` into `T`, naming the offending field on error.
 /// With `bare_allowed`, the object may also come unwrapped (subscriptions follow seed 002).
-pub fn parse_body<T: DeserializeOwned>(
-    body: &[u8],
-    envelope: &str,
-    bare_allowed: bool,
-) -> Result<T, ApiError> {
+pub fn parse_body<T: DeserializeOwned>(body: &[u8], envelope: &str, bare_allowed: bool) -> Result<T, ApiError> {
     let example = format!("{{\"{envelope}\": {{...}}}}");
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::bad_request(
@@ -110,33 +102,22 @@ pub fn parse_body<T: DeserializeOwned>(
     } else {
         return Err(ApiError::invalid(
             envelope,
-            format!(
-                "wrap the {} in an object like {example}",
-                envelope.replace('_', " ")
-            ),
+            format!("wrap the {} in an object like {example}", envelope.replace('_', " ")),
         ));
     };
     if !inner.is_object() {
-        return Err(ApiError::invalid(
-            envelope,
-            format!("`{envelope}` must be a JSON object"),
-        ));
+        return Err(ApiError::invalid(envelope, format!("`{envelope}` must be a JSON object")));
     }
-    let prefix = if bare_allowed {
-        String::new()
-    } else {
-        envelope.to_string()
-    };
+    let prefix = if bare_allowed { String::new() } else { envelope.to_string() };
     serde_path_to_error::deserialize::<_, T>(inner).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
-        let mut param = if path == "." {
-            prefix.clone()
-        } else {
-            join(&prefix, &path)
-        };
+        let mut param = if path == "." { prefix.clone() } else { join(&prefix, &path) };
         if let Some(field) = quoted_after(&message, "unknown field `") {
-            param = join(&param, &field);
+            // The path already ends at the unknown field.
+            if !param.ends_with(&field) {
+                param = join(&param, &field);
+            }
             ApiError::invalid(
                 param.clone(),
                 format!("unknown field `{field}`; check the spelling (see the API reference)"),
@@ -145,10 +126,7 @@ pub fn parse_body<T: DeserializeOwned>(
             param = join(&param, &field);
             ApiError::missing(&param)
         } else {
-            ApiError::invalid(
-                param.clone(),
-                format!("{param}: {}", friendly_serde(&message)),
-            )
+            ApiError::invalid(param.clone(), format!("{param}: {}", friendly_serde(&message)))
         }
     })
 }
@@ -170,9 +148,7 @@ fn quoted_after(message: &str, marker: &str) -> Option<String> {
 
 /// serde's own words, made plainer for a merchant reading an error.
 fn friendly_serde(message: &str) -> String {
-    let message = message
-        .replace("expected i64", "expected an integer")
-        .replace("expected u32", "expected an integer");
+    let message = message.replace("expected i64", "expected an integer").replace("expected u32", "expected an integer");
     match message.split_once(" at line ") {
         Some((head, _)) => head.to_string(),
         None => message,
@@ -207,18 +183,14 @@ pub struct Query {
 
 impl Query {
     pub fn parse(req: &HttpRequest, allowed: &[&str]) -> Result<Query, ApiError> {
-        let pairs: Vec<(String, String)> =
-            url::form_urlencoded::parse(req.query_string().as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(req.query_string().as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
         for (k, _) in &pairs {
             if !allowed.contains(&k.as_str()) {
                 return Err(ApiError::invalid(
                     k.clone(),
-                    format!(
-                        "unknown query parameter `{k}`; this endpoint accepts {}",
-                        allowed.join(", ")
-                    ),
+                    format!("unknown query parameter `{k}`; this endpoint accepts {}", allowed.join(", ")),
                 ));
             }
         }
@@ -226,11 +198,7 @@ impl Query {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     pub fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
@@ -238,10 +206,7 @@ impl Query {
             None => Ok(None),
             Some("true") => Ok(Some(true)),
             Some("false") => Ok(Some(false)),
-            Some(other) => Err(ApiError::invalid(
-                name,
-                format!("{name} must be `true` or `false`, not `{other}`"),
-            )),
+            Some(other) => Err(ApiError::invalid(name, format!("{name} must be `true` or `false`, not `{other}`"))),
         }
     }
 
@@ -253,39 +218,23 @@ impl Query {
                 .parse::<u32>()
                 .ok()
                 .filter(|l| (1..=100).contains(l))
-                .ok_or_else(|| {
-                    ApiError::invalid("limit", "limit must be an integer from 1 to 100")
-                })?,
+                .ok_or_else(|| ApiError::invalid("limit", "limit must be an integer from 1 to 100"))?,
         };
         let id = |name: &str| -> Result<Option<String>, ApiError> {
             match self.get(name) {
                 None => Ok(None),
-                Some(v) => match v
-                    .strip_prefix(prefix)
-                    .filter(|rest| rest.len() == 26)
-                    .map(ulid::Ulid::from_string)
-                {
+                Some(v) => match v.strip_prefix(prefix).filter(|rest| rest.len() == 26).map(ulid::Ulid::from_string) {
                     Some(Ok(ulid)) => Ok(Some(format!("{prefix}{ulid}"))),
-                    _ => Err(ApiError::invalid(
-                        name,
-                        format!("{name} must be an object id starting with {prefix}"),
-                    )),
+                    _ => Err(ApiError::invalid(name, format!("{name} must be an object id starting with {prefix}"))),
                 },
             }
         };
         let starting_after = id("starting_after")?;
         let ending_before = id("ending_before")?;
         if starting_after.is_some() && ending_before.is_some() {
-            return Err(ApiError::invalid(
-                "ending_before",
-                "use either starting_after or ending_before, not both",
-            ));
+            return Err(ApiError::invalid("ending_before", "use either starting_after or ending_before, not both"));
         }
-        Ok(Cursor {
-            limit,
-            starting_after,
-            ending_before,
-        })
+        Ok(Cursor { limit, starting_after, ending_before })
     }
 }
 

@@ -23,13 +23,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-async fn retrieve(
-    state: web::Data<AppState>,
-    auth: Auth,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = PaymentIntentId::parse(&path)
-        .ok_or_else(|| ApiError::not_found("payment intent", &path))?;
+async fn retrieve(state: web::Data<AppState>, auth: Auth, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = PaymentIntentId::parse(&path).ok_or_else(|| ApiError::not_found("payment intent", &path))?;
     let mut conn = state.db.conn().await?;
     let pi = db::payments::get_payment_intent(&mut conn, &auth.owner, &id)
         .await?
@@ -37,27 +32,17 @@ async fn retrieve(
     Ok(json_response(StatusCode::OK, &wrap("payment_intent", &pi)))
 }
 
-async fn list(
-    state: web::Data<AppState>,
-    auth: Auth,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+async fn list(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(&req, &[&LIST_PARAMS[..], &["customer"]].concat())?;
     let cursor = query.cursor(PaymentIntentId::PREFIX)?;
     let customer = query
         .get("customer")
         .map(|c| {
-            CustomerId::parse(c).ok_or_else(|| {
-                ApiError::invalid("customer", "customer must be a customer id (fcus_...)")
-            })
+            CustomerId::parse(c)
+                .ok_or_else(|| ApiError::invalid("customer", "customer must be a customer id (fcus_...)"))
         })
         .transpose()?;
     let mut conn = state.db.conn().await?;
-    let page =
-        db::payments::list_payment_intents(&mut conn, &auth.owner, customer.as_ref(), &cursor)
-            .await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &list_body("payment_intents", &page),
-    ))
+    let page = db::payments::list_payment_intents(&mut conn, &auth.owner, customer.as_ref(), &cursor).await?;
+    Ok(json_response(StatusCode::OK, &list_body("payment_intents", &page)))
 }

@@ -6,10 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::auth::Auth;
-use super::{
-    idempotency, json_response, list_body, nullable, parse_body, read_body, wrap, Query,
-    LIST_PARAMS,
-};
+use super::{idempotency, json_response, list_body, nullable, parse_body, read_body, wrap, Query, LIST_PARAMS};
 use crate::db;
 use crate::domain::ids::{PriceId, ProductId};
 use crate::domain::metadata::Metadata;
@@ -71,9 +68,7 @@ pub fn currency(raw: &str, param: &str) -> Result<Currency, FieldError> {
     Currency::parse(raw).ok_or_else(|| {
         FieldError::new(
             param,
-            format!(
-                "`{raw}` is not a supported currency; use a lower-case ISO 4217 code such as usd"
-            ),
+            format!("`{raw}` is not a supported currency; use a lower-case ISO 4217 code such as usd"),
         )
     })
 }
@@ -105,37 +100,20 @@ async fn create(
     let body = read_body(payload).await?;
     idempotency::run(&state, &auth, &req, &body, || async {
         let input: CreatePrice = parse_body(&body, "price", false)?;
-        let product = ProductId::parse(&input.product).ok_or_else(|| {
-            ApiError::invalid(
-                "price.product",
-                format!("No such product: '{}'", input.product),
-            )
-        })?;
-        let recurring = input
-            .recurring
-            .as_ref()
-            .map(|r| recurring(r, "price.recurring"))
-            .transpose()?;
+        let product = ProductId::parse(&input.product)
+            .ok_or_else(|| ApiError::invalid("price.product", format!("No such product: '{}'", input.product)))?;
+        let recurring = input.recurring.as_ref().map(|r| recurring(r, "price.recurring")).transpose()?;
         let now = state.clock.now();
         let mut price = Price {
             price_id: PriceId::generate(),
-            description: input
-                .description
-                .as_deref()
-                .map(description)
-                .transpose()?
-                .flatten(),
+            description: input.description.as_deref().map(description).transpose()?.flatten(),
             unit_amount: price::unit_amount(input.unit_amount, "price.unit_amount")?,
             price: input.unit_amount,
             currency: match &input.currency {
                 Some(c) => currency(c, "price.currency")?,
                 None => Currency::USD,
             },
-            price_type: if recurring.is_some() {
-                PriceType::Recurring
-            } else {
-                PriceType::OneTime
-            },
+            price_type: if recurring.is_some() { PriceType::Recurring } else { PriceType::OneTime },
             recurring,
             active: input.active.unwrap_or(true),
             product,
@@ -154,43 +132,27 @@ fn parse_id(raw: &str) -> Result<PriceId, ApiError> {
     PriceId::parse(raw).ok_or_else(|| ApiError::not_found("price", raw))
 }
 
-async fn retrieve(
-    state: web::Data<AppState>,
-    auth: Auth,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn retrieve(state: web::Data<AppState>, auth: Auth, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let mut conn = state.db.conn().await?;
-    let price = db::prices::get(&mut conn, &auth.owner, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("price", &path))?;
+    let price =
+        db::prices::get(&mut conn, &auth.owner, &id).await?.ok_or_else(|| ApiError::not_found("price", &path))?;
     Ok(json_response(StatusCode::OK, &wrap("price", &price)))
 }
 
-async fn list(
-    state: web::Data<AppState>,
-    auth: Auth,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let query = Query::parse(
-        &req,
-        &[&LIST_PARAMS[..], &["product", "active", "type"]].concat(),
-    )?;
+async fn list(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req, &[&LIST_PARAMS[..], &["product", "active", "type"]].concat())?;
     let cursor = query.cursor(PriceId::PREFIX)?;
     let filter = db::prices::PriceFilter {
         product: query
             .get("product")
             .map(|p| {
-                ProductId::parse(p).ok_or_else(|| {
-                    ApiError::invalid("product", "product must be a product id (fprod_...)")
-                })
+                ProductId::parse(p)
+                    .ok_or_else(|| ApiError::invalid("product", "product must be a product id (fprod_...)"))
             })
             .transpose()?,
         active: query.bool("active")?,
-        price_type: query
-            .get("type")
-            .map(|t| PriceType::parse(t, "type"))
-            .transpose()?,
+        price_type: query.get("type").map(|t| PriceType::parse(t, "type")).transpose()?,
     };
     let mut conn = state.db.conn().await?;
     let page = db::prices::list(&mut conn, &auth.owner, &filter, &cursor).await?;
@@ -210,9 +172,8 @@ async fn update(
         let input: UpdatePrice = parse_body(&body, "price", false)?;
         let now = state.clock.now();
         let mut conn = state.db.conn().await?;
-        let mut price = db::prices::get(&mut conn, &auth.owner, &id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("price", &path))?;
+        let mut price =
+            db::prices::get(&mut conn, &auth.owner, &id).await?.ok_or_else(|| ApiError::not_found("price", &path))?;
         drop(conn);
         if let Some(d) = &input.description {
             price.description = d.as_deref().map(description).transpose()?.flatten();

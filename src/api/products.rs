@@ -6,10 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::auth::Auth;
-use super::{
-    idempotency, json_response, list_body, nullable, parse_body, read_body, wrap, Query,
-    LIST_PARAMS,
-};
+use super::{idempotency, json_response, list_body, nullable, parse_body, read_body, wrap, Query, LIST_PARAMS};
 use crate::db;
 use crate::domain::ids::ProductId;
 use crate::domain::metadata::Metadata;
@@ -98,8 +95,7 @@ async fn create(
     idempotency::run(&state, &auth, &req, &body, || async {
         let input: CreateProduct = parse_body(&body, "product", false)?;
         let now = state.clock.now();
-        let eligibility = opt(input.hsa_fsa_eligibility.as_deref(), eligibility)?
-            .unwrap_or(Eligibility::NotEligible);
+        let eligibility = opt(input.hsa_fsa_eligibility.as_deref(), eligibility)?.unwrap_or(Eligibility::NotEligible);
         let visit_type = opt(input.visit_type.as_deref(), visit_type)?;
         product::check_visit_type(eligibility, visit_type, "product.visit_type")?;
         let product = Product {
@@ -112,9 +108,7 @@ async fn create(
             created_at: now,
             visit_type,
             active: input.active.unwrap_or(true),
-            upc_code: opt(input.upc_code.as_deref(), |c| {
-                product::upc_code(c, "product.upc_code")
-            })?,
+            upc_code: opt(input.upc_code.as_deref(), |c| product::upc_code(c, "product.upc_code"))?,
             gtin: opt(input.gtin.as_deref(), |c| product::gtin(c, "product.gtin"))?,
             hsa_fsa_eligibility: eligibility,
             url: opt(input.url.as_deref(), |u| text::web_url(u, "product.url"))?.flatten(),
@@ -128,24 +122,15 @@ async fn create(
     .await
 }
 
-async fn retrieve(
-    state: web::Data<AppState>,
-    auth: Auth,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn retrieve(state: web::Data<AppState>, auth: Auth, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let mut conn = state.db.conn().await?;
-    let product = db::products::get(&mut conn, &auth.owner, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("product", &path))?;
+    let product =
+        db::products::get(&mut conn, &auth.owner, &id).await?.ok_or_else(|| ApiError::not_found("product", &path))?;
     Ok(json_response(StatusCode::OK, &wrap("product", &product)))
 }
 
-async fn list(
-    state: web::Data<AppState>,
-    auth: Auth,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+async fn list(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(&req, &[&LIST_PARAMS[..], &["active"]].concat())?;
     let cursor = query.cursor(ProductId::PREFIX)?;
     let mut conn = state.db.conn().await?;

@@ -19,20 +19,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-async fn retrieve(
-    state: web::Data<AppState>,
-    auth: Auth,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id =
-        SubscriptionId::parse(&path).ok_or_else(|| ApiError::not_found("subscription", &path))?;
+async fn retrieve(state: web::Data<AppState>, auth: Auth, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = SubscriptionId::parse(&path).ok_or_else(|| ApiError::not_found("subscription", &path))?;
     let mut conn = state.db.conn().await?;
     let sub = db::subscriptions::get(&mut conn, &auth.owner, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("subscription", &path))?;
     // Seed 002 answers with the bare object.
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::to_value(&sub).map_err(ApiError::internal)?,
-    ))
+    Ok(json_response(StatusCode::OK, &serde_json::to_value(&sub).map_err(ApiError::internal)?))
 }

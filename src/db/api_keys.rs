@@ -27,14 +27,9 @@ pub struct NewApiKey<'a> {
     pub redacted: &'a str,
 }
 
-const COLUMNS: &str =
-    "id, merchant_id, name, livemode, secret_hash, redacted, created_at, last_used_at, revoked_at";
+const COLUMNS: &str = "id, merchant_id, name, livemode, secret_hash, redacted, created_at, last_used_at, revoked_at";
 
-pub async fn insert(
-    conn: &mut Conn,
-    key: NewApiKey<'_>,
-    now: Timestamp,
-) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut Conn, key: NewApiKey<'_>, now: Timestamp) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO api_keys (id, merchant_id, name, livemode, secret_hash, redacted, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -52,10 +47,7 @@ pub async fn insert(
 }
 
 /// The live (not revoked) key with this secret hash.
-pub async fn find_active_by_hash(
-    conn: &mut Conn,
-    hash: &str,
-) -> Result<Option<ApiKey>, sqlx::Error> {
+pub async fn find_active_by_hash(conn: &mut Conn, hash: &str) -> Result<Option<ApiKey>, sqlx::Error> {
     sqlx::query_as::<_, ApiKey>(&format!(
         "SELECT {COLUMNS} FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL"
     ))
@@ -67,28 +59,23 @@ pub async fn find_active_by_hash(
 pub async fn list(conn: &mut Conn, merchant_id: Option<&str>) -> Result<Vec<ApiKey>, sqlx::Error> {
     match merchant_id {
         Some(m) => {
-            sqlx::query_as::<_, ApiKey>(&format!(
-                "SELECT {COLUMNS} FROM api_keys WHERE merchant_id = $1 ORDER BY id"
-            ))
-            .bind(m)
-            .fetch_all(conn)
-            .await
-        }
-        None => {
-            sqlx::query_as::<_, ApiKey>(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY id"))
+            sqlx::query_as::<_, ApiKey>(&format!("SELECT {COLUMNS} FROM api_keys WHERE merchant_id = $1 ORDER BY id"))
+                .bind(m)
                 .fetch_all(conn)
                 .await
+        }
+        None => {
+            sqlx::query_as::<_, ApiKey>(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY id")).fetch_all(conn).await
         }
     }
 }
 
 /// Revokes a key; false when there is no such key or it was revoked already.
 pub async fn revoke(conn: &mut Conn, id: &str, now: Timestamp) -> Result<bool, sqlx::Error> {
-    let done =
-        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now.micros())
-            .bind(id)
-            .execute(conn)
-            .await?;
+    let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(now.micros())
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(done.rows_affected() == 1)
 }

@@ -2,12 +2,12 @@
 
 use super::{flag, Arg, Conn, Cursor, Page, Sql};
 use crate::domain::checkout_session::{
-    CaptureMethod, CheckoutSession, Defaults, LineItem, PaymentStatus, SessionMode, SessionStatus,
-    SubscriptionData, TotalDetails,
+    CaptureMethod, CheckoutSession, Defaults, LineItem, PaymentStatus, SessionMode, SessionStatus, SubscriptionData,
+    TotalDetails,
 };
 use crate::domain::ids::{
-    CheckoutSessionId, ConsultationId, CustomerId, InvoiceId, LineItemId, MerchantId,
-    PaymentAttemptId, PaymentIntentId, PriceId, ProductId, SubscriptionId,
+    CheckoutSessionId, ConsultationId, CustomerId, InvoiceId, LineItemId, MerchantId, PaymentAttemptId,
+    PaymentIntentId, PriceId, ProductId, SubscriptionId,
 };
 use crate::domain::metadata::Metadata;
 use crate::domain::money::Currency;
@@ -67,8 +67,7 @@ impl From<SessionRow> for OwnedSession {
             amount_total: r.amount_total,
             amount_subtotal: r.amount_subtotal,
             cancel_url: r.cancel_url,
-            capture_method: CaptureMethod::from_wire(&r.capture_method)
-                .unwrap_or(CaptureMethod::Automatic),
+            capture_method: CaptureMethod::from_wire(&r.capture_method).unwrap_or(CaptureMethod::Automatic),
             checkout_session_id: CheckoutSessionId::from_trusted(r.id),
             created_at: Timestamp::from_micros(r.created_at),
             customer: r.customer_id.map(CustomerId::from_trusted),
@@ -86,19 +85,13 @@ impl From<SessionRow> for OwnedSession {
             setup_intent: r.setup_intent,
             shipping_options: None,
             shipping_address_collection: r.shipping_address_collection != 0,
-            shipping_details: r
-                .shipping_details
-                .and_then(|s| serde_json::from_str(&s).ok()),
+            shipping_details: r.shipping_details.and_then(|s| serde_json::from_str(&s).ok()),
             status: SessionStatus::from_wire(&r.status).unwrap_or(SessionStatus::Open),
             success_url: r.success_url,
             subscription: r.subscription_id.map(SubscriptionId::from_trusted),
             tax_rate: None,
             test_mode: mode.is_test(),
-            total_details: TotalDetails {
-                amount_discount: 0,
-                amount_tax: None,
-                amount_shipping: None,
-            },
+            total_details: TotalDetails { amount_discount: 0, amount_tax: None, amount_shipping: None },
             visit_type: r.visit_type.as_deref().and_then(VisitType::from_wire),
             payment_status: PaymentStatus::Unpaid,
             currency: Currency::parse(&r.currency).unwrap_or(Currency::USD),
@@ -117,13 +110,7 @@ impl From<SessionRow> for OwnedSession {
             (SessionStatus::Complete, _) => PaymentStatus::Paid,
             _ => PaymentStatus::Unpaid,
         };
-        OwnedSession {
-            owner: Owner {
-                merchant_id: MerchantId::from_trusted(r.merchant_id),
-                mode,
-            },
-            session,
-        }
+        OwnedSession { owner: Owner { merchant_id: MerchantId::from_trusted(r.merchant_id), mode }, session }
     }
 }
 
@@ -196,11 +183,7 @@ pub async fn insert(
         .bind(item.amount_total)
         .bind(item.recurring.map(|r| r.interval.as_str()))
         .bind(item.recurring.map(|r| i64::from(r.interval_count)))
-        .bind(
-            item.recurring
-                .and_then(|r| r.trial_period_days)
-                .map(i64::from),
-        )
+        .bind(item.recurring.and_then(|r| r.trial_period_days).map(i64::from))
         .execute(&mut *conn)
         .await?;
     }
@@ -208,16 +191,11 @@ pub async fn insert(
 }
 
 /// A session by id alone, for the hosted page (the id is the capability).
-pub async fn get_any(
-    conn: &mut Conn,
-    id: &CheckoutSessionId,
-) -> Result<Option<OwnedSession>, sqlx::Error> {
-    let row = sqlx::query_as::<_, SessionRow>(&format!(
-        "SELECT {COLUMNS} FROM checkout_sessions WHERE id = $1"
-    ))
-    .bind(id.as_str())
-    .fetch_optional(conn)
-    .await?;
+pub async fn get_any(conn: &mut Conn, id: &CheckoutSessionId) -> Result<Option<OwnedSession>, sqlx::Error> {
+    let row = sqlx::query_as::<_, SessionRow>(&format!("SELECT {COLUMNS} FROM checkout_sessions WHERE id = $1"))
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await?;
     Ok(row.map(OwnedSession::from))
 }
 
@@ -226,10 +204,7 @@ pub async fn get(
     owner: &Owner,
     id: &CheckoutSessionId,
 ) -> Result<Option<CheckoutSession>, sqlx::Error> {
-    Ok(get_any(conn, id)
-        .await?
-        .filter(|o| &o.owner == owner)
-        .map(|o| o.session))
+    Ok(get_any(conn, id).await?.filter(|o| &o.owner == owner).map(|o| o.session))
 }
 
 pub struct SessionFilter {
@@ -245,17 +220,12 @@ pub async fn list(
     now: Timestamp,
     cursor: &Cursor,
 ) -> Result<Page<CheckoutSession>, sqlx::Error> {
-    let mut sql = Sql::new(&format!(
-        "SELECT {COLUMNS} FROM checkout_sessions WHERE merchant_id = "
-    ));
-    sql.bind(Arg::Text(owner.merchant_id.to_string()))
-        .push(" AND livemode = ")
-        .bind(Arg::Int(owner.mode.as_flag()));
+    let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM checkout_sessions WHERE merchant_id = "));
+    sql.bind(Arg::Text(owner.merchant_id.to_string())).push(" AND livemode = ").bind(Arg::Int(owner.mode.as_flag()));
     // Open sessions past their expiry are expired, whether or not the sweeper has marked them.
     match filter.status {
         Some(SessionStatus::Open) => {
-            sql.push(" AND status = 'open' AND expires_at > ")
-                .bind(Arg::Int(now.micros()));
+            sql.push(" AND status = 'open' AND expires_at > ").bind(Arg::Int(now.micros()));
         }
         Some(SessionStatus::Expired) => {
             sql.push(" AND (status = 'expired' OR (status = 'open' AND expires_at <= ")
@@ -268,24 +238,15 @@ pub async fn list(
         None => {}
     }
     if let Some(c) = &filter.customer {
-        sql.push(" AND customer_id = ")
-            .bind(Arg::Text(c.to_string()));
+        sql.push(" AND customer_id = ").bind(Arg::Text(c.to_string()));
     }
     if let Some(pi) = &filter.payment_intent {
-        sql.push(" AND payment_intent_id = ")
-            .bind(Arg::Text(pi.to_string()));
+        sql.push(" AND payment_intent_id = ").bind(Arg::Text(pi.to_string()));
     }
     cursor.finish(&mut sql, "id");
     let rows = sql.query_as::<SessionRow>().fetch_all(conn).await?;
     let page = cursor.page(rows);
-    Ok(Page {
-        items: page
-            .items
-            .into_iter()
-            .map(|r| OwnedSession::from(r).session)
-            .collect(),
-        has_more: page.has_more,
-    })
+    Ok(Page { items: page.items.into_iter().map(|r| OwnedSession::from(r).session).collect(), has_more: page.has_more })
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -305,10 +266,7 @@ struct LineItemRow {
     trial_period_days: Option<i64>,
 }
 
-pub async fn line_items(
-    conn: &mut Conn,
-    id: &CheckoutSessionId,
-) -> Result<Vec<LineItem>, sqlx::Error> {
+pub async fn line_items(conn: &mut Conn, id: &CheckoutSessionId) -> Result<Vec<LineItem>, sqlx::Error> {
     let rows = sqlx::query_as::<_, LineItemRow>(
         "SELECT id, price_id, product_id, name, description, quantity, unit_amount, currency,
             amount_subtotal, amount_total, recurring_interval, recurring_interval_count, trial_period_days
@@ -330,15 +288,11 @@ pub async fn line_items(
             currency: Currency::parse(&r.currency).unwrap_or(Currency::USD),
             amount_subtotal: r.amount_subtotal,
             amount_total: r.amount_total,
-            recurring: r
-                .recurring_interval
-                .as_deref()
-                .and_then(Interval::from_wire)
-                .map(|interval| Recurring {
-                    interval,
-                    interval_count: r.recurring_interval_count.unwrap_or(1).clamp(1, 10_000) as u32,
-                    trial_period_days: r.trial_period_days.map(|d| d.clamp(0, 10_000) as u32),
-                }),
+            recurring: r.recurring_interval.as_deref().and_then(Interval::from_wire).map(|interval| Recurring {
+                interval,
+                interval_count: r.recurring_interval_count.unwrap_or(1).clamp(1, 10_000) as u32,
+                trial_period_days: r.trial_period_days.map(|d| d.clamp(0, 10_000) as u32),
+            }),
         })
         .collect())
 }
@@ -369,17 +323,12 @@ pub async fn claim_for_payment(
 }
 
 /// The attempt currently holding the session, if any.
-pub async fn processing_attempt(
-    conn: &mut Conn,
-    id: &CheckoutSessionId,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar::<_, Option<String>>(
-        "SELECT processing_attempt_id FROM checkout_sessions WHERE id = $1",
-    )
-    .bind(id.as_str())
-    .fetch_optional(conn)
-    .await
-    .map(Option::flatten)
+pub async fn processing_attempt(conn: &mut Conn, id: &CheckoutSessionId) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar::<_, Option<String>>("SELECT processing_attempt_id FROM checkout_sessions WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await
+        .map(Option::flatten)
 }
 
 /// Lets go of the session after a decline or an abandoned challenge; counts a decline if `declined`.
@@ -478,8 +427,5 @@ pub async fn due_for_expiry(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    Ok(ids
-        .into_iter()
-        .map(CheckoutSessionId::from_trusted)
-        .collect())
+    Ok(ids.into_iter().map(CheckoutSessionId::from_trusted).collect())
 }

@@ -31,10 +31,7 @@ impl From<CustomerRow> for Customer {
             first_name: r.first_name,
             last_name: r.last_name,
             phone: r.phone,
-            shipping: r
-                .shipping
-                .as_deref()
-                .and_then(|s| serde_json::from_str::<Address>(s).ok()),
+            shipping: r.shipping.as_deref().and_then(|s| serde_json::from_str::<Address>(s).ok()),
             metadata: Metadata::from_stored(r.metadata.as_deref()),
             created_at: Timestamp::from_micros(r.created_at),
             test_mode: Mode::from_flag(r.livemode).is_test(),
@@ -47,9 +44,7 @@ const COLUMNS: &str = "id, livemode, external_id, email, first_name, last_name, 
                        metadata, test_clock, created_at";
 
 fn shipping_json(c: &Customer) -> Option<String> {
-    c.shipping
-        .as_ref()
-        .and_then(|s| serde_json::to_string(s).ok())
+    c.shipping.as_ref().and_then(|s| serde_json::to_string(s).ok())
 }
 
 pub async fn insert(conn: &mut Conn, owner: &Owner, c: &Customer) -> Result<(), sqlx::Error> {
@@ -75,12 +70,7 @@ pub async fn insert(conn: &mut Conn, owner: &Owner, c: &Customer) -> Result<(), 
     Ok(())
 }
 
-pub async fn update(
-    conn: &mut Conn,
-    owner: &Owner,
-    c: &Customer,
-    now: Timestamp,
-) -> Result<(), sqlx::Error> {
+pub async fn update(conn: &mut Conn, owner: &Owner, c: &Customer, now: Timestamp) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE customers SET external_id = $1, email = $2, first_name = $3, last_name = $4, phone = $5,
             shipping = $6, metadata = $7, updated_at = $8
@@ -102,11 +92,7 @@ pub async fn update(
     Ok(())
 }
 
-pub async fn get(
-    conn: &mut Conn,
-    owner: &Owner,
-    id: &CustomerId,
-) -> Result<Option<Customer>, sqlx::Error> {
+pub async fn get(conn: &mut Conn, owner: &Owner, id: &CustomerId) -> Result<Option<Customer>, sqlx::Error> {
     let row = sqlx::query_as::<_, CustomerRow>(&format!(
         "SELECT {COLUMNS} FROM customers WHERE id = $1 AND merchant_id = $2 AND livemode = $3"
     ))
@@ -129,24 +115,16 @@ pub async fn list(
     filter: &CustomerFilter,
     cursor: &Cursor,
 ) -> Result<Page<Customer>, sqlx::Error> {
-    let mut sql = Sql::new(&format!(
-        "SELECT {COLUMNS} FROM customers WHERE merchant_id = "
-    ));
-    sql.bind(Arg::Text(owner.merchant_id.to_string()))
-        .push(" AND livemode = ")
-        .bind(Arg::Int(owner.mode.as_flag()));
+    let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM customers WHERE merchant_id = "));
+    sql.bind(Arg::Text(owner.merchant_id.to_string())).push(" AND livemode = ").bind(Arg::Int(owner.mode.as_flag()));
     if let Some(email) = &filter.email {
         sql.push(" AND email = ").bind(Arg::Text(email.clone()));
     }
     if let Some(external_id) = &filter.external_id {
-        sql.push(" AND external_id = ")
-            .bind(Arg::Text(external_id.clone()));
+        sql.push(" AND external_id = ").bind(Arg::Text(external_id.clone()));
     }
     cursor.finish(&mut sql, "id");
     let rows = sql.query_as::<CustomerRow>().fetch_all(conn).await?;
     let page = cursor.page(rows);
-    Ok(Page {
-        items: page.items.into_iter().map(Customer::from).collect(),
-        has_more: page.has_more,
-    })
+    Ok(Page { items: page.items.into_iter().map(Customer::from).collect(), has_more: page.has_more })
 }

@@ -26,11 +26,7 @@ pub struct NewEvent<'a> {
     pub payload: &'a str,
 }
 
-pub async fn insert(
-    conn: &mut Conn,
-    event: NewEvent<'_>,
-    now: Timestamp,
-) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut Conn, event: NewEvent<'_>, now: Timestamp) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO events (id, merchant_id, livemode, event_type, object_type, object_id, payload, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -56,12 +52,9 @@ pub async fn list(
     cursor: &Cursor,
 ) -> Result<Page<EventRow>, sqlx::Error> {
     let mut sql = Sql::new("SELECT * FROM events WHERE merchant_id = ");
-    sql.bind(Arg::Text(owner.merchant_id.to_string()))
-        .push(" AND livemode = ")
-        .bind(Arg::Int(owner.mode.as_flag()));
+    sql.bind(Arg::Text(owner.merchant_id.to_string())).push(" AND livemode = ").bind(Arg::Int(owner.mode.as_flag()));
     if let Some(t) = event_type {
-        sql.push(" AND event_type = ")
-            .bind(Arg::Text(t.to_string()));
+        sql.push(" AND event_type = ").bind(Arg::Text(t.to_string()));
     }
     if let Some(o) = object_id {
         sql.push(" AND object_id = ").bind(Arg::Text(o.to_string()));
@@ -71,17 +64,11 @@ pub async fn list(
     Ok(cursor.page(rows))
 }
 
-pub async fn get(
-    conn: &mut Conn,
-    owner: &Owner,
-    id: &EventId,
-) -> Result<Option<EventRow>, sqlx::Error> {
-    sqlx::query_as::<_, EventRow>(
-        "SELECT * FROM events WHERE id = $1 AND merchant_id = $2 AND livemode = $3",
-    )
-    .bind(id.as_str())
-    .bind(owner.merchant_id.as_str())
-    .bind(owner.mode.as_flag())
-    .fetch_optional(conn)
-    .await
+pub async fn get(conn: &mut Conn, owner: &Owner, id: &EventId) -> Result<Option<EventRow>, sqlx::Error> {
+    sqlx::query_as::<_, EventRow>("SELECT * FROM events WHERE id = $1 AND merchant_id = $2 AND livemode = $3")
+        .bind(id.as_str())
+        .bind(owner.merchant_id.as_str())
+        .bind(owner.mode.as_flag())
+        .fetch_optional(conn)
+        .await
 }

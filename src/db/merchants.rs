@@ -11,12 +11,7 @@ pub struct Merchant {
     pub created_at: i64,
 }
 
-pub async fn insert(
-    conn: &mut Conn,
-    id: &MerchantId,
-    name: &str,
-    now: Timestamp,
-) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut Conn, id: &MerchantId, name: &str, now: Timestamp) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO merchants (id, name, created_at) VALUES ($1, $2, $3)")
         .bind(id.as_str())
         .bind(name)
@@ -40,7 +35,5 @@ pub async fn first(conn: &mut Conn) -> Result<Option<Merchant>, sqlx::Error> {
 }
 
 pub async fn count(conn: &mut Conn) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM merchants")
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM merchants").fetch_one(conn).await
 }

@@ -52,11 +52,7 @@ impl Db {
                 url.split(':').next().unwrap_or("")
             );
         };
-        let url = if backend == Backend::Sqlite {
-            prepare_sqlite_url(url)?
-        } else {
-            url.to_string()
-        };
+        let url = if backend == Backend::Sqlite { prepare_sqlite_url(url)? } else { url.to_string() };
         let options = AnyConnectOptions::from_str(&url)
             .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid database URL: {e}"))?;
         let pool = AnyPoolOptions::new()
@@ -85,10 +81,7 @@ impl Db {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator
-            .run(&self.pool)
-            .await
-            .map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
+        migrator.run(&self.pool).await.map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
         Ok(())
     }
 
@@ -118,10 +111,7 @@ fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
         if let Some(parent) = std::path::Path::new(path).parent() {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent).map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot create the folder {} for the database: {e}",
-                        parent.display()
-                    )
+                    anyhow::anyhow!("cannot create the folder {} for the database: {e}", parent.display())
                 })?;
             }
         }
@@ -150,10 +140,7 @@ pub struct Sql {
 
 impl Sql {
     pub fn new(text: &str) -> Sql {
-        Sql {
-            text: text.to_string(),
-            args: Vec::new(),
-        }
+        Sql { text: text.to_string(), args: Vec::new() }
     }
 
     pub fn push(&mut self, text: &str) -> &mut Sql {
@@ -168,9 +155,7 @@ impl Sql {
         self
     }
 
-    pub fn query_as<'q, T>(
-        &'q self,
-    ) -> sqlx::query::QueryAs<'q, Any, T, sqlx::any::AnyArguments<'q>>
+    pub fn query_as<'q, T>(&'q self) -> sqlx::query::QueryAs<'q, Any, T, sqlx::any::AnyArguments<'q>>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
     {
@@ -204,20 +189,13 @@ impl Cursor {
     /// Appends the cursor condition, order and limit to a statement whose WHERE clause is open.
     pub fn finish(&self, sql: &mut Sql, id_column: &str) {
         if let Some(after) = &self.starting_after {
-            sql.push(&format!(" AND {id_column} < "))
-                .bind(Arg::Text(after.clone()));
+            sql.push(&format!(" AND {id_column} < ")).bind(Arg::Text(after.clone()));
         }
         if let Some(before) = &self.ending_before {
-            sql.push(&format!(" AND {id_column} > "))
-                .bind(Arg::Text(before.clone()));
+            sql.push(&format!(" AND {id_column} > ")).bind(Arg::Text(before.clone()));
         }
-        let order = if self.ending_before.is_some() {
-            "ASC"
-        } else {
-            "DESC"
-        };
-        sql.push(&format!(" ORDER BY {id_column} {order} LIMIT "))
-            .bind(Arg::Int(i64::from(self.limit) + 1));
+        let order = if self.ending_before.is_some() { "ASC" } else { "DESC" };
+        sql.push(&format!(" ORDER BY {id_column} {order} LIMIT ")).bind(Arg::Int(i64::from(self.limit) + 1));
     }
 
     /// Turns the rows fetched with `finish` into a newest-first page.
@@ -227,10 +205,7 @@ impl Cursor {
         if self.ending_before.is_some() {
             rows.reverse();
         }
-        Page {
-            items: rows,
-            has_more,
-        }
+        Page { items: rows, has_more }
     }
 }
 

@@ -2,13 +2,10 @@
 
 use super::{Arg, Conn, Cursor, Page, Sql};
 use crate::domain::ids::{
-    CheckoutSessionId, ConsultationId, CustomerId, InvoiceId, PaymentAttemptId, PaymentIntentId,
-    PaymentMethodId,
+    CheckoutSessionId, ConsultationId, CustomerId, InvoiceId, PaymentAttemptId, PaymentIntentId, PaymentMethodId,
 };
 use crate::domain::money::Currency;
-use crate::domain::payment::{
-    CardDetails, PaymentError, PaymentIntent, PaymentIntentStatus, PaymentMethod,
-};
+use crate::domain::payment::{CardDetails, PaymentError, PaymentIntent, PaymentIntentStatus, PaymentMethod};
 use crate::domain::timestamp::Timestamp;
 use crate::domain::{Mode, Owner};
 
@@ -47,11 +44,7 @@ pub struct NewAttempt<'a> {
     pub gateway_ref: Option<&'a str>,
 }
 
-pub async fn insert_attempt(
-    conn: &mut Conn,
-    a: NewAttempt<'_>,
-    now: Timestamp,
-) -> Result<(), sqlx::Error> {
+pub async fn insert_attempt(conn: &mut Conn, a: NewAttempt<'_>, now: Timestamp) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO payment_attempts (id, merchant_id, livemode, session_id, status, amount, currency,
             contact, card_brand, card_last4, card_exp_month, card_exp_year, card_funding, gateway,
@@ -78,10 +71,7 @@ pub async fn insert_attempt(
     Ok(())
 }
 
-pub async fn get_attempt(
-    conn: &mut Conn,
-    id: &PaymentAttemptId,
-) -> Result<Option<AttemptRow>, sqlx::Error> {
+pub async fn get_attempt(conn: &mut Conn, id: &PaymentAttemptId) -> Result<Option<AttemptRow>, sqlx::Error> {
     sqlx::query_as::<_, AttemptRow>("SELECT * FROM payment_attempts WHERE id = $1")
         .bind(id.as_str())
         .fetch_optional(conn)
@@ -227,8 +217,7 @@ impl From<PaymentIntentRow> for PaymentIntent {
             amount_received: r.amount_received,
             amount_refunded: r.amount_refunded,
             currency: Currency::parse(&r.currency).unwrap_or(Currency::USD),
-            status: PaymentIntentStatus::from_wire(&r.status)
-                .unwrap_or(PaymentIntentStatus::Processing),
+            status: PaymentIntentStatus::from_wire(&r.status).unwrap_or(PaymentIntentStatus::Processing),
             capture_method: r.capture_method,
             customer: r.customer_id.map(CustomerId::from_trusted),
             invoice: r.invoice_id.map(InvoiceId::from_trusted),
@@ -241,10 +230,7 @@ impl From<PaymentIntentRow> for PaymentIntent {
                     Some(PaymentError {
                         error_type: v.get("type")?.as_str()?.to_string(),
                         code: v.get("code")?.as_str()?.to_string(),
-                        decline_code: v
-                            .get("decline_code")
-                            .and_then(|d| d.as_str())
-                            .map(String::from),
+                        decline_code: v.get("decline_code").and_then(|d| d.as_str()).map(String::from),
                         message: v.get("message")?.as_str()?.to_string(),
                     })
                 }),
@@ -261,11 +247,7 @@ pub struct NewPaymentIntent<'a> {
     pub gateway_ref: Option<&'a str>,
 }
 
-pub async fn insert_payment_intent(
-    conn: &mut Conn,
-    owner: &Owner,
-    n: NewPaymentIntent<'_>,
-) -> Result<(), sqlx::Error> {
+pub async fn insert_payment_intent(conn: &mut Conn, owner: &Owner, n: NewPaymentIntent<'_>) -> Result<(), sqlx::Error> {
     let pi = n.intent;
     sqlx::query(
         "INSERT INTO payment_intents (id, merchant_id, livemode, amount, amount_received, amount_refunded,
@@ -321,23 +303,15 @@ pub async fn list_payment_intents(
     customer: Option<&CustomerId>,
     cursor: &Cursor,
 ) -> Result<Page<PaymentIntent>, sqlx::Error> {
-    let mut sql = Sql::new(&format!(
-        "SELECT {PI_COLUMNS} FROM payment_intents WHERE merchant_id = "
-    ));
-    sql.bind(Arg::Text(owner.merchant_id.to_string()))
-        .push(" AND livemode = ")
-        .bind(Arg::Int(owner.mode.as_flag()));
+    let mut sql = Sql::new(&format!("SELECT {PI_COLUMNS} FROM payment_intents WHERE merchant_id = "));
+    sql.bind(Arg::Text(owner.merchant_id.to_string())).push(" AND livemode = ").bind(Arg::Int(owner.mode.as_flag()));
     if let Some(c) = customer {
-        sql.push(" AND customer_id = ")
-            .bind(Arg::Text(c.to_string()));
+        sql.push(" AND customer_id = ").bind(Arg::Text(c.to_string()));
     }
     cursor.finish(&mut sql, "id");
     let rows = sql.query_as::<PaymentIntentRow>().fetch_all(conn).await?;
     let page = cursor.page(rows);
-    Ok(Page {
-        items: page.items.into_iter().map(PaymentIntent::from).collect(),
-        has_more: page.has_more,
-    })
+    Ok(Page { items: page.items.into_iter().map(PaymentIntent::from).collect(), has_more: page.has_more })
 }
 
 pub struct NewConsultation<'a> {
@@ -350,11 +324,7 @@ pub struct NewConsultation<'a> {
     pub status: &'a str,
 }
 
-pub async fn insert_consultation(
-    conn: &mut Conn,
-    c: NewConsultation<'_>,
-    now: Timestamp,
-) -> Result<(), sqlx::Error> {
+pub async fn insert_consultation(conn: &mut Conn, c: NewConsultation<'_>, now: Timestamp) -> Result<(), sqlx::Error> {
     let decided = (c.status != "pending").then_some(now.micros());
     sqlx::query(
         "INSERT INTO consultations (id, merchant_id, livemode, customer_id, session_id, visit_type, answers,
@@ -388,11 +358,7 @@ pub struct SandboxCharge {
 }
 
 /// Records a sandbox charge unless one exists under the key; returns the one that is stored.
-pub async fn sandbox_charge(
-    conn: &mut Conn,
-    c: &SandboxCharge,
-    now: Timestamp,
-) -> Result<SandboxCharge, sqlx::Error> {
+pub async fn sandbox_charge(conn: &mut Conn, c: &SandboxCharge, now: Timestamp) -> Result<SandboxCharge, sqlx::Error> {
     sqlx::query(
         "INSERT INTO sandbox_charges (idempotency_key, token, amount, currency, outcome, decline_code, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING",

@@ -35,8 +35,7 @@ impl From<ProductRow> for Product {
             active: r.active != 0,
             upc_code: r.upc_code,
             gtin: r.gtin,
-            hsa_fsa_eligibility: Eligibility::from_wire(&r.hsa_fsa_eligibility)
-                .unwrap_or(Eligibility::NotEligible),
+            hsa_fsa_eligibility: Eligibility::from_wire(&r.hsa_fsa_eligibility).unwrap_or(Eligibility::NotEligible),
             url: r.url,
             metadata: Metadata::from_stored(r.metadata.as_deref()),
             test_mode: Mode::from_flag(r.livemode).is_test(),
@@ -98,11 +97,7 @@ pub async fn update(conn: &mut Conn, owner: &Owner, p: &Product) -> Result<(), s
     Ok(())
 }
 
-pub async fn get(
-    conn: &mut Conn,
-    owner: &Owner,
-    id: &ProductId,
-) -> Result<Option<Product>, sqlx::Error> {
+pub async fn get(conn: &mut Conn, owner: &Owner, id: &ProductId) -> Result<Option<Product>, sqlx::Error> {
     let row = sqlx::query_as::<_, ProductRow>(&format!(
         "SELECT {COLUMNS} FROM products WHERE id = $1 AND merchant_id = $2 AND livemode = $3"
     ))
@@ -120,20 +115,13 @@ pub async fn list(
     active: Option<bool>,
     cursor: &Cursor,
 ) -> Result<Page<Product>, sqlx::Error> {
-    let mut sql = Sql::new(&format!(
-        "SELECT {COLUMNS} FROM products WHERE merchant_id = "
-    ));
-    sql.bind(Arg::Text(owner.merchant_id.to_string()))
-        .push(" AND livemode = ")
-        .bind(Arg::Int(owner.mode.as_flag()));
+    let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM products WHERE merchant_id = "));
+    sql.bind(Arg::Text(owner.merchant_id.to_string())).push(" AND livemode = ").bind(Arg::Int(owner.mode.as_flag()));
     if let Some(active) = active {
         sql.push(" AND active = ").bind(Arg::Int(flag(active)));
     }
     cursor.finish(&mut sql, "id");
     let rows = sql.query_as::<ProductRow>().fetch_all(conn).await?;
     let page = cursor.page(rows);
-    Ok(Page {
-        items: page.items.into_iter().map(Product::from).collect(),
-        has_more: page.has_more,
-    })
+    Ok(Page { items: page.items.into_iter().map(Product::from).collect(), has_more: page.has_more })
 }

@@ -4,18 +4,11 @@
 use super::Conn;
 
 pub async fn get(conn: &mut Conn, name: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE name = $1")
-        .bind(name)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE name = $1").bind(name).fetch_optional(conn).await
 }
 
 /// Stores `value` unless the setting exists already, and returns whichever value won.
-pub async fn get_or_insert(
-    conn: &mut Conn,
-    name: &str,
-    value: &str,
-) -> Result<String, sqlx::Error> {
+pub async fn get_or_insert(conn: &mut Conn, name: &str, value: &str) -> Result<String, sqlx::Error> {
     sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
         .bind(name)
         .bind(value)

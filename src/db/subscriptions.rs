@@ -2,14 +2,12 @@
 
 use super::Conn;
 use crate::domain::billing_period::PeriodUnit;
-use crate::domain::ids::{
-    CustomerId, InvoiceId, PaymentIntentId, PaymentMethodId, PriceId, SubscriptionId,
-};
+use crate::domain::ids::{CustomerId, InvoiceId, PaymentIntentId, PaymentMethodId, PriceId, SubscriptionId};
 use crate::domain::metadata::Metadata;
 use crate::domain::money::Currency;
 use crate::domain::subscription::{
-    BillingCadence, BillingCycle, BillingReason, CollectionMethod, Invoice, InvoiceLine,
-    InvoiceStatus, Subscription, SubscriptionItem, SubscriptionStatus,
+    BillingCadence, BillingCycle, BillingReason, CollectionMethod, Invoice, InvoiceLine, InvoiceStatus, Subscription,
+    SubscriptionItem, SubscriptionStatus,
 };
 use crate::domain::timestamp::Timestamp;
 use crate::domain::{Mode, Owner};
@@ -124,11 +122,7 @@ struct ItemRow {
     description: String,
 }
 
-pub async fn get(
-    conn: &mut Conn,
-    owner: &Owner,
-    id: &SubscriptionId,
-) -> Result<Option<Subscription>, sqlx::Error> {
+pub async fn get(conn: &mut Conn, owner: &Owner, id: &SubscriptionId) -> Result<Option<Subscription>, sqlx::Error> {
     let Some(r) = sqlx::query_as::<_, SubscriptionRow>(
         "SELECT id, livemode, customer_id, plan_id, status, currency, billing_cadence, billing_period,
             billing_period_count, billing_cycle, billing_anchor, customer_timezone, start_date, end_date,
@@ -157,15 +151,12 @@ pub async fn get(
         id: SubscriptionId::from_trusted(r.id),
         customer_id: CustomerId::from_trusted(r.customer_id),
         plan_id: r.plan_id,
-        subscription_status: SubscriptionStatus::from_wire(&r.status)
-            .unwrap_or(SubscriptionStatus::Active),
+        subscription_status: SubscriptionStatus::from_wire(&r.status).unwrap_or(SubscriptionStatus::Active),
         currency: Currency::parse(&r.currency).unwrap_or(Currency::USD),
-        billing_cadence: BillingCadence::from_wire(&r.billing_cadence)
-            .unwrap_or(BillingCadence::InAdvance),
+        billing_cadence: BillingCadence::from_wire(&r.billing_cadence).unwrap_or(BillingCadence::InAdvance),
         billing_period: PeriodUnit::from_wire(&r.billing_period).unwrap_or(PeriodUnit::Month),
         billing_period_count: r.billing_period_count.clamp(1, i64::from(u32::MAX)) as u32,
-        billing_cycle: BillingCycle::from_wire(&r.billing_cycle)
-            .unwrap_or(BillingCycle::Anniversary),
+        billing_cycle: BillingCycle::from_wire(&r.billing_cycle).unwrap_or(BillingCycle::Anniversary),
         billing_anchor: ts(r.billing_anchor),
         start_date: ts(r.start_date),
         end_date: r.end_date.map(ts),
@@ -200,21 +191,15 @@ pub async fn get(
 
 /// The next invoice number for a merchant and mode: `FLEX-000001` and up, without gaps.
 pub async fn next_invoice_number(conn: &mut Conn, owner: &Owner) -> Result<String, sqlx::Error> {
-    let count = sqlx::query_scalar::<_, i64>(
-        "SELECT COUNT(*) FROM invoices WHERE merchant_id = $1 AND livemode = $2",
-    )
-    .bind(owner.merchant_id.as_str())
-    .bind(owner.mode.as_flag())
-    .fetch_one(conn)
-    .await?;
+    let count = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM invoices WHERE merchant_id = $1 AND livemode = $2")
+        .bind(owner.merchant_id.as_str())
+        .bind(owner.mode.as_flag())
+        .fetch_one(conn)
+        .await?;
     Ok(format!("FLEX-{:06}", count + 1))
 }
 
-pub async fn insert_invoice(
-    conn: &mut Conn,
-    owner: &Owner,
-    i: &Invoice,
-) -> Result<(), sqlx::Error> {
+pub async fn insert_invoice(conn: &mut Conn, owner: &Owner, i: &Invoice) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO invoices (id, merchant_id, livemode, number, customer_id, subscription_id, status,
             amount_due, amount_paid, amount_remaining, currency, period_start, period_end, due_date,
@@ -297,11 +282,7 @@ struct LineRow {
     proration: i64,
 }
 
-pub async fn get_invoice(
-    conn: &mut Conn,
-    owner: &Owner,
-    id: &InvoiceId,
-) -> Result<Option<Invoice>, sqlx::Error> {
+pub async fn get_invoice(conn: &mut Conn, owner: &Owner, id: &InvoiceId) -> Result<Option<Invoice>, sqlx::Error> {
     let Some(r) = sqlx::query_as::<_, InvoiceRow>(
         "SELECT id, livemode, number, customer_id, subscription_id, status, amount_due, amount_paid,
             amount_remaining, currency, period_start, period_end, due_date, attempt_count,
@@ -352,8 +333,7 @@ pub async fn get_invoice(
             })
             .collect(),
         payment_intent: r.payment_intent_id.map(PaymentIntentId::from_trusted),
-        billing_reason: BillingReason::from_wire(&r.billing_reason)
-            .unwrap_or(BillingReason::Manual),
+        billing_reason: BillingReason::from_wire(&r.billing_reason).unwrap_or(BillingReason::Manual),
         created_at: ts(r.created_at),
         test_mode: Mode::from_flag(r.livemode).is_test(),
     }))

@@ -28,12 +28,7 @@ impl PeriodUnit {
 
 /// Boundary `k` (0 = the anchor itself) of periods of `count` units from `anchor`, on the UTC wall
 /// clock. Returns `None` past year 9999.
-pub fn boundary(
-    anchor: OffsetDateTime,
-    unit: PeriodUnit,
-    count: u32,
-    k: u32,
-) -> Option<OffsetDateTime> {
+pub fn boundary(anchor: OffsetDateTime, unit: PeriodUnit, count: u32, k: u32) -> Option<OffsetDateTime> {
     let steps = i64::from(count) * i64::from(k);
     match unit {
         PeriodUnit::Day => anchor.checked_add(Duration::days(steps)),
@@ -81,9 +76,7 @@ mod tests {
     #[test]
     fn month_ends_clamp_without_drifting() {
         let anchor = datetime!(2024-01-31 10:00 UTC);
-        let got: Vec<_> = (0..5)
-            .map(|k| boundary(anchor, PeriodUnit::Month, 1, k).unwrap())
-            .collect();
+        let got: Vec<_> = (0..5).map(|k| boundary(anchor, PeriodUnit::Month, 1, k).unwrap()).collect();
         assert_eq!(
             got,
             vec![
@@ -99,55 +92,24 @@ mod tests {
     #[test]
     fn a_leap_day_anchor_comes_back_in_leap_years() {
         let anchor = datetime!(2024-02-29 00:00 UTC);
-        assert_eq!(
-            boundary(anchor, PeriodUnit::Year, 1, 1).unwrap(),
-            datetime!(2025-02-28 00:00 UTC)
-        );
-        assert_eq!(
-            boundary(anchor, PeriodUnit::Year, 1, 4).unwrap(),
-            datetime!(2028-02-29 00:00 UTC)
-        );
+        assert_eq!(boundary(anchor, PeriodUnit::Year, 1, 1).unwrap(), datetime!(2025-02-28 00:00 UTC));
+        assert_eq!(boundary(anchor, PeriodUnit::Year, 1, 4).unwrap(), datetime!(2028-02-29 00:00 UTC));
     }
 
     #[test]
     fn quarters_weeks_and_days() {
         let anchor = datetime!(2024-11-30 08:00 UTC);
-        assert_eq!(
-            boundary(anchor, PeriodUnit::Quarter, 1, 1).unwrap(),
-            datetime!(2025-02-28 08:00 UTC)
-        );
-        assert_eq!(
-            boundary(anchor, PeriodUnit::Quarter, 1, 2).unwrap(),
-            datetime!(2025-05-30 08:00 UTC)
-        );
-        assert_eq!(
-            boundary(anchor, PeriodUnit::Week, 2, 1).unwrap(),
-            datetime!(2024-12-14 08:00 UTC)
-        );
-        assert_eq!(
-            boundary(anchor, PeriodUnit::Day, 1, 2).unwrap(),
-            datetime!(2024-12-02 08:00 UTC)
-        );
+        assert_eq!(boundary(anchor, PeriodUnit::Quarter, 1, 1).unwrap(), datetime!(2025-02-28 08:00 UTC));
+        assert_eq!(boundary(anchor, PeriodUnit::Quarter, 1, 2).unwrap(), datetime!(2025-05-30 08:00 UTC));
+        assert_eq!(boundary(anchor, PeriodUnit::Week, 2, 1).unwrap(), datetime!(2024-12-14 08:00 UTC));
+        assert_eq!(boundary(anchor, PeriodUnit::Day, 1, 2).unwrap(), datetime!(2024-12-02 08:00 UTC));
     }
 
     #[test]
     fn the_period_containing_an_instant() {
         let anchor = datetime!(2024-03-20 00:00 UTC);
-        let (k, start, end) = period_containing(
-            anchor,
-            PeriodUnit::Month,
-            1,
-            datetime!(2024-05-01 00:00 UTC),
-        )
-        .unwrap();
-        assert_eq!(
-            (k, start, end),
-            (
-                1,
-                datetime!(2024-04-20 00:00 UTC),
-                datetime!(2024-05-20 00:00 UTC)
-            )
-        );
+        let (k, start, end) = period_containing(anchor, PeriodUnit::Month, 1, datetime!(2024-05-01 00:00 UTC)).unwrap();
+        assert_eq!((k, start, end), (1, datetime!(2024-04-20 00:00 UTC), datetime!(2024-05-20 00:00 UTC)));
         let (k, _, end) = period_containing(anchor, PeriodUnit::Month, 1, anchor).unwrap();
         assert_eq!((k, end), (0, datetime!(2024-04-20 00:00 UTC)));
     }

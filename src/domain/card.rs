@@ -26,9 +26,7 @@ impl TestBehavior {
             TestBehavior::Declines(DeclineCode::LostCard) => "lost_card",
             TestBehavior::Declines(DeclineCode::ExpiredCard) => "expired_card",
             TestBehavior::Declines(DeclineCode::IncorrectCvc) => "incorrect_cvc",
-            TestBehavior::Declines(DeclineCode::AuthenticationRequired) => {
-                "authentication_required"
-            }
+            TestBehavior::Declines(DeclineCode::AuthenticationRequired) => "authentication_required",
             TestBehavior::Declines(DeclineCode::GenericDecline) => "generic_decline",
             TestBehavior::ChargesDeclined => "charges_declined",
             TestBehavior::ThreeDSecureOnce => "3ds_once",
@@ -37,10 +35,7 @@ impl TestBehavior {
     }
 
     pub fn from_code(code: &str) -> Option<TestBehavior> {
-        TEST_CARDS
-            .iter()
-            .map(|c| c.behavior)
-            .find(|b| b.code() == code)
+        TEST_CARDS.iter().map(|c| c.behavior).find(|b| b.code() == code)
     }
 }
 
@@ -53,24 +48,14 @@ pub struct TestCard {
 }
 
 pub const TEST_CARDS: &[TestCard] = &[
-    TestCard {
-        number: "4242424242424242",
-        brand: Brand::Visa,
-        funding: "credit",
-        behavior: TestBehavior::Succeeds,
-    },
+    TestCard { number: "4242424242424242", brand: Brand::Visa, funding: "credit", behavior: TestBehavior::Succeeds },
     TestCard {
         number: "5555555555554444",
         brand: Brand::Mastercard,
         funding: "credit",
         behavior: TestBehavior::Succeeds,
     },
-    TestCard {
-        number: "4000056655665556",
-        brand: Brand::Visa,
-        funding: "debit",
-        behavior: TestBehavior::Succeeds,
-    },
+    TestCard { number: "4000056655665556", brand: Brand::Visa, funding: "debit", behavior: TestBehavior::Succeeds },
     TestCard {
         number: "4000000000009995",
         brand: Brand::Visa,
@@ -200,72 +185,36 @@ impl CardInput {
         if digits.is_empty() {
             return Err(FieldError::new("card_number", "Enter your card number."));
         }
-        if !digits.bytes().all(|b| b.is_ascii_digit())
-            || !(12..=19).contains(&digits.len())
-            || !luhn_ok(&digits)
-        {
-            return Err(FieldError::new(
-                "card_number",
-                "Your card number is invalid.",
-            ));
+        if !digits.bytes().all(|b| b.is_ascii_digit()) || !(12..=19).contains(&digits.len()) || !luhn_ok(&digits) {
+            return Err(FieldError::new("card_number", "Your card number is invalid."));
         }
         let (exp_month, exp_year) = parse_expiry(expiry)?;
         if (exp_year, exp_month) < today {
-            return Err(FieldError::new(
-                "card_expiry",
-                "Your card's expiration date is in the past.",
-            ));
+            return Err(FieldError::new("card_expiry", "Your card's expiration date is in the past."));
         }
         if exp_year > today.0 + 50 {
-            return Err(FieldError::new(
-                "card_expiry",
-                "Your card's expiration year is invalid.",
-            ));
+            return Err(FieldError::new("card_expiry", "Your card's expiration year is invalid."));
         }
         let cvc = cvc.trim();
-        let cvc_len = if Brand::detect(&digits) == Brand::Amex {
-            4
-        } else {
-            3
-        };
+        let cvc_len = if Brand::detect(&digits) == Brand::Amex { 4 } else { 3 };
         if cvc.len() != cvc_len || !cvc.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(FieldError::new(
-                "card_cvc",
-                "Your card's security code is incomplete.",
-            ));
+            return Err(FieldError::new("card_cvc", "Your card's security code is incomplete."));
         }
         let postal = postal_code.trim();
         let postal_code = if postal.is_empty() {
             None
-        } else if postal.len() > 10
-            || !postal
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '-')
-        {
-            return Err(FieldError::new(
-                "card_postal_code",
-                "Your postal code is invalid.",
-            ));
+        } else if postal.len() > 10 || !postal.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '-') {
+            return Err(FieldError::new("card_postal_code", "Your postal code is invalid."));
         } else {
             Some(postal.to_string())
         };
-        Ok(CardInput {
-            number: digits,
-            exp_month,
-            exp_year,
-            postal_code,
-        })
+        Ok(CardInput { number: digits, exp_month, exp_year, postal_code })
     }
 }
 
 /// Accepts `MM/YY`, `MM / YY`, `MM/YYYY` and `MMYY`.
 fn parse_expiry(raw: &str) -> Result<(u32, i32), FieldError> {
-    let err = || {
-        FieldError::new(
-            "card_expiry",
-            "Your card's expiration date is incomplete (use MM / YY).",
-        )
-    };
+    let err = || FieldError::new("card_expiry", "Your card's expiration date is incomplete (use MM / YY).");
     let compact: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
     let (month, year) = match compact.split_once('/') {
         Some((m, y)) => (m.to_string(), y.to_string()),
@@ -274,10 +223,7 @@ fn parse_expiry(raw: &str) -> Result<(u32, i32), FieldError> {
     };
     let month: u32 = month.parse().map_err(|_| err())?;
     if !(1..=12).contains(&month) {
-        return Err(FieldError::new(
-            "card_expiry",
-            "Your card's expiration month is invalid.",
-        ));
+        return Err(FieldError::new("card_expiry", "Your card's expiration month is invalid."));
     }
     let year: i32 = match year.len() {
         2 => 2000 + year.parse::<i32>().map_err(|_| err())?,
@@ -323,8 +269,7 @@ mod tests {
 
     #[test]
     fn card_fields_are_parsed_and_checked() {
-        let ok =
-            CardInput::parse("4242 4242 4242 4242", "12 / 34", "123", "94103", (2026, 11)).unwrap();
+        let ok = CardInput::parse("4242 4242 4242 4242", "12 / 34", "123", "94103", (2026, 11)).unwrap();
         assert_eq!(ok.last4(), "4242");
         assert_eq!((ok.exp_month, ok.exp_year), (12, 2034));
         let err = |n, e, c| CardInput::parse(n, e, c, "", (2026, 11)).unwrap_err().param;
@@ -340,10 +285,7 @@ mod tests {
     #[test]
     fn behaviour_codes_round_trip() {
         for card in TEST_CARDS {
-            assert_eq!(
-                TestBehavior::from_code(card.behavior.code()),
-                Some(card.behavior)
-            );
+            assert_eq!(TestBehavior::from_code(card.behavior.code()), Some(card.behavior));
         }
     }
 }

@@ -4,8 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::{
-    CheckoutSessionId, CustomerId, InvoiceId, LineItemId, PaymentIntentId, PriceId, ProductId,
-    SubscriptionId,
+    CheckoutSessionId, CustomerId, InvoiceId, LineItemId, PaymentIntentId, PriceId, ProductId, SubscriptionId,
 };
 use super::metadata::Metadata;
 use super::money::Currency;
@@ -128,11 +127,7 @@ impl CheckoutSession {
 
     /// Fills what is derived rather than stored: the hosted page's address and the status at `now`.
     pub fn present(mut self, public_url: &str, now: Timestamp) -> CheckoutSession {
-        self.redirect_url = format!(
-            "{}/pay/c/{}",
-            public_url.trim_end_matches('/'),
-            self.checkout_session_id
-        );
+        self.redirect_url = format!("{}/pay/c/{}", public_url.trim_end_matches('/'), self.checkout_session_id);
         self.status = self.status_at(now);
         self
     }
@@ -147,10 +142,7 @@ impl CheckoutSession {
         if self.success_url.is_empty() {
             None
         } else {
-            Some(
-                self.success_url
-                    .replace("{CHECKOUT_SESSION_ID}", self.checkout_session_id.as_str()),
-            )
+            Some(self.success_url.replace("{CHECKOUT_SESSION_ID}", self.checkout_session_id.as_str()))
         }
     }
 
@@ -182,10 +174,7 @@ pub fn trial_days(data: Option<&SubscriptionData>, items: &[LineItem]) -> Option
     if let Some(days) = data.and_then(|d| d.trial_period_days) {
         return Some(days).filter(|d| *d > 0);
     }
-    items
-        .iter()
-        .find_map(|i| i.recurring.and_then(|r| r.trial_period_days))
-        .filter(|d| *d > 0)
+    items.iter().find_map(|i| i.recurring.and_then(|r| r.trial_period_days)).filter(|d| *d > 0)
 }
 
 /// Subtotal of all lines, and what is charged today: recurring lines are free today during a trial.
@@ -194,11 +183,9 @@ pub fn amounts(mode: SessionMode, items: &[LineItem], in_trial: bool) -> (i64, i
     let due_today = match mode {
         SessionMode::Setup => 0,
         SessionMode::Payment => subtotal,
-        SessionMode::Subscription if in_trial => items
-            .iter()
-            .filter(|i| i.recurring.is_none())
-            .map(|i| i.amount_subtotal)
-            .sum(),
+        SessionMode::Subscription if in_trial => {
+            items.iter().filter(|i| i.recurring.is_none()).map(|i| i.amount_subtotal).sum()
+        }
         SessionMode::Subscription => subtotal,
     };
     (subtotal, due_today)
@@ -232,14 +219,8 @@ mod tests {
     #[test]
     fn trials_make_recurring_lines_free_today() {
         let items = vec![item(4999, 1, true), item(1000, 2, false)];
-        assert_eq!(
-            amounts(SessionMode::Subscription, &items, false),
-            (6999, 6999)
-        );
-        assert_eq!(
-            amounts(SessionMode::Subscription, &items, true),
-            (6999, 2000)
-        );
+        assert_eq!(amounts(SessionMode::Subscription, &items, false), (6999, 6999));
+        assert_eq!(amounts(SessionMode::Subscription, &items, true), (6999, 2000));
         assert_eq!(amounts(SessionMode::Setup, &[], false), (0, 0));
     }
 
@@ -247,15 +228,9 @@ mod tests {
     fn the_sessions_trial_wins_over_the_prices() {
         let items = vec![item(4999, 1, true)];
         assert_eq!(trial_days(None, &items), Some(14));
-        let data = SubscriptionData {
-            trial_period_days: Some(0),
-            ..Default::default()
-        };
+        let data = SubscriptionData { trial_period_days: Some(0), ..Default::default() };
         assert_eq!(trial_days(Some(&data), &items), None);
-        let data = SubscriptionData {
-            trial_period_days: Some(7),
-            ..Default::default()
-        };
+        let data = SubscriptionData { trial_period_days: Some(7), ..Default::default() };
         assert_eq!(trial_days(Some(&data), &items), Some(7));
     }
 }

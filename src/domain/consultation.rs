@@ -31,27 +31,13 @@ const SLEEP: &[(&str, &str)] = &[
 
 pub fn questionnaire(visit_type: VisitType) -> Questionnaire {
     let (goal_prompt, conditions) = match visit_type {
-        VisitType::Gym | VisitType::Fitness => (
-            "What health goals will this exercise help you with?",
-            COMMON,
-        ),
-        VisitType::Nutrition | VisitType::WeightLoss => {
-            ("What health goals will this program help you with?", COMMON)
-        }
-        VisitType::Sleep | VisitType::CbtSleep => {
-            ("What sleep problems do you want to address?", SLEEP)
-        }
-        VisitType::Massage => (
-            "What symptoms do you want massage therapy to relieve?",
-            COMMON,
-        ),
+        VisitType::Gym | VisitType::Fitness => ("What health goals will this exercise help you with?", COMMON),
+        VisitType::Nutrition | VisitType::WeightLoss => ("What health goals will this program help you with?", COMMON),
+        VisitType::Sleep | VisitType::CbtSleep => ("What sleep problems do you want to address?", SLEEP),
+        VisitType::Massage => ("What symptoms do you want massage therapy to relieve?", COMMON),
         VisitType::General => ("What health goals will this help you with?", COMMON),
     };
-    Questionnaire {
-        visit_type,
-        goal_prompt,
-        conditions,
-    }
+    Questionnaire { visit_type, goal_prompt, conditions }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,15 +60,9 @@ impl Answers {
         let mut errors = Vec::new();
         let goals = goals.trim();
         if goals.is_empty() {
-            errors.push(FieldError::new(
-                "lmn_goals",
-                "Tell us briefly what you want this to help with.",
-            ));
+            errors.push(FieldError::new("lmn_goals", "Tell us briefly what you want this to help with."));
         } else if goals.chars().count() > 1000 {
-            errors.push(FieldError::new(
-                "lmn_goals",
-                "Please keep this under 1,000 characters.",
-            ));
+            errors.push(FieldError::new("lmn_goals", "Please keep this under 1,000 characters."));
         }
         let mut picked = Vec::new();
         for c in conditions {
@@ -91,18 +71,12 @@ impl Answers {
                     picked.push(c.clone());
                 }
             } else {
-                errors.push(FieldError::new(
-                    "lmn_conditions",
-                    "Choose conditions from the list.",
-                ));
+                errors.push(FieldError::new("lmn_conditions", "Choose conditions from the list."));
                 break;
             }
         }
         if !attested {
-            errors.push(FieldError::new(
-                "lmn_attest",
-                "Please confirm that your answers are true and complete.",
-            ));
+            errors.push(FieldError::new("lmn_attest", "Please confirm that your answers are true and complete."));
         }
         if errors.is_empty() {
             Ok(Answers {
@@ -123,13 +97,7 @@ mod tests {
 
     #[test]
     fn answers_need_goals_known_conditions_and_the_attestation() {
-        let ok = Answers::parse(
-            VisitType::Gym,
-            "Lower my blood pressure",
-            &["hypertension".into()],
-            true,
-        )
-        .unwrap();
+        let ok = Answers::parse(VisitType::Gym, "Lower my blood pressure", &["hypertension".into()], true).unwrap();
         assert_eq!(ok.conditions, vec!["hypertension"]);
         let errs = Answers::parse(VisitType::Gym, " ", &["made_up".into()], false).unwrap_err();
         let params: Vec<_> = errs.iter().map(|e| e.param.as_str()).collect();

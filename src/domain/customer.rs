@@ -21,13 +21,12 @@ pub struct Address {
 impl Address {
     /// Checks each line's length and the country (ISO 3166-1 alpha-2, upper-case).
     pub fn checked(self, param: &str) -> Result<Address, FieldError> {
-        let line =
-            |v: Option<String>, name: &str, max: usize| -> Result<Option<String>, FieldError> {
-                match v {
-                    Some(v) => text::optional_text(&v, &format!("{param}.{name}"), max),
-                    None => Ok(None),
-                }
-            };
+        let line = |v: Option<String>, name: &str, max: usize| -> Result<Option<String>, FieldError> {
+            match v {
+                Some(v) => text::optional_text(&v, &format!("{param}.{name}"), max),
+                None => Ok(None),
+            }
+        };
         let country = match self.country {
             Some(c) if !c.trim().is_empty() => {
                 let c = c.trim().to_ascii_uppercase();

@@ -86,9 +86,7 @@ mod tests {
         let id = ProductId::generate();
         let rest = id.as_str().strip_prefix("fprod_").unwrap();
         assert_eq!(rest.len(), 26);
-        assert!(rest
-            .chars()
-            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()));
+        assert!(rest.chars().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()));
     }
 
     #[test]

@@ -20,18 +20,10 @@ impl Metadata {
         let map = match value {
             Value::Null => return Ok(None),
             Value::Object(map) => map,
-            _ => {
-                return Err(FieldError::new(
-                    param,
-                    "metadata must be an object of string keys and string values",
-                ))
-            }
+            _ => return Err(FieldError::new(param, "metadata must be an object of string keys and string values")),
         };
         if map.len() > MAX_KEYS {
-            return Err(FieldError::new(
-                param,
-                format!("metadata can have at most {MAX_KEYS} keys"),
-            ));
+            return Err(FieldError::new(param, format!("metadata can have at most {MAX_KEYS} keys")));
         }
         for (key, value) in map {
             let key_param = format!("{param}.{key}");
@@ -49,12 +41,7 @@ impl Metadata {
                         format!("metadata values must be at most {MAX_VALUE_CHARS} characters"),
                     ))
                 }
-                _ => {
-                    return Err(FieldError::new(
-                        key_param,
-                        "metadata values must be strings",
-                    ))
-                }
+                _ => return Err(FieldError::new(key_param, "metadata values must be strings")),
             }
         }
         Ok(Some(Metadata(map.clone())))
@@ -104,9 +91,7 @@ mod tests {
 
     #[test]
     fn at_most_fifty_keys() {
-        let many: Map<String, Value> = (0..51)
-            .map(|i| (format!("k{i}"), Value::String("v".into())))
-            .collect();
+        let many: Map<String, Value> = (0..51).map(|i| (format!("k{i}"), Value::String("v".into()))).collect();
         assert!(Metadata::parse(&Value::Object(many), "metadata").is_err());
         assert_eq!(Metadata::parse(&Value::Null, "metadata").unwrap(), None);
     }

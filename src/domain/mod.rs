@@ -25,10 +25,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(param: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            param: param.into(),
-            message: message.into(),
-        }
+        FieldError { param: param.into(), message: message.into() }
     }
 
     /// The same error seen from an enclosing object: `price` inside `line_items[0]`.

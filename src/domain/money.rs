@@ -53,11 +53,7 @@ impl Currency {
         if exponent == 0 {
             format!("{sign}{}{whole}", self.symbol())
         } else {
-            format!(
-                "{sign}{}{whole}.{fraction:0width$}",
-                self.symbol(),
-                width = exponent as usize
-            )
+            format!("{sign}{}{whole}.{fraction:0width$}", self.symbol(), width = exponent as usize)
         }
     }
 }

@@ -44,10 +44,7 @@ impl DeclineCode {
 
     /// Declines no automatic retry can fix.
     pub fn is_hard(self) -> bool {
-        matches!(
-            self,
-            DeclineCode::AuthenticationRequired | DeclineCode::ExpiredCard | DeclineCode::LostCard
-        )
+        matches!(self, DeclineCode::AuthenticationRequired | DeclineCode::ExpiredCard | DeclineCode::LostCard)
     }
 }
 

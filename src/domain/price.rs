@@ -82,36 +82,22 @@ pub fn unit_amount(value: i64, param: &str) -> Result<i64, FieldError> {
     if !(0..=MAX_UNIT_AMOUNT).contains(&value) {
         return Err(FieldError::new(
             param,
-            format!(
-                "unit_amount must be an integer number of minor units from 0 to {MAX_UNIT_AMOUNT}"
-            ),
+            format!("unit_amount must be an integer number of minor units from 0 to {MAX_UNIT_AMOUNT}"),
         ));
     }
     Ok(value)
 }
 
 pub fn interval_count(value: i64, param: &str) -> Result<u32, FieldError> {
-    u32::try_from(value)
-        .ok()
-        .filter(|v| (1..=MAX_INTERVAL_COUNT).contains(v))
-        .ok_or_else(|| {
-            FieldError::new(
-                param,
-                format!("interval_count must be an integer from 1 to {MAX_INTERVAL_COUNT}"),
-            )
-        })
+    u32::try_from(value).ok().filter(|v| (1..=MAX_INTERVAL_COUNT).contains(v)).ok_or_else(|| {
+        FieldError::new(param, format!("interval_count must be an integer from 1 to {MAX_INTERVAL_COUNT}"))
+    })
 }
 
 pub fn trial_period_days(value: i64, param: &str) -> Result<u32, FieldError> {
-    u32::try_from(value)
-        .ok()
-        .filter(|v| *v <= MAX_TRIAL_DAYS)
-        .ok_or_else(|| {
-            FieldError::new(
-                param,
-                format!("trial_period_days must be an integer from 0 to {MAX_TRIAL_DAYS}"),
-            )
-        })
+    u32::try_from(value).ok().filter(|v| *v <= MAX_TRIAL_DAYS).ok_or_else(|| {
+        FieldError::new(param, format!("trial_period_days must be an integer from 0 to {MAX_TRIAL_DAYS}"))
+    })
 }
 
 #[cfg(test)]

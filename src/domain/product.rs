@@ -94,10 +94,7 @@ pub fn check_visit_type(
 pub fn upc_code(raw: &str, param: &str) -> Result<String, FieldError> {
     let value = raw.trim();
     if value.len() != 12 || !gs1_check_digit_ok(value) {
-        return Err(FieldError::new(
-            param,
-            "upc_code must be 12 digits with a valid check digit",
-        ));
+        return Err(FieldError::new(param, "upc_code must be 12 digits with a valid check digit"));
     }
     Ok(value.to_string())
 }
@@ -106,10 +103,7 @@ pub fn upc_code(raw: &str, param: &str) -> Result<String, FieldError> {
 pub fn gtin(raw: &str, param: &str) -> Result<String, FieldError> {
     let value = raw.trim();
     if !matches!(value.len(), 8 | 12 | 13 | 14) || !gs1_check_digit_ok(value) {
-        return Err(FieldError::new(
-            param,
-            "gtin must be 8, 12, 13 or 14 digits with a valid check digit",
-        ));
+        return Err(FieldError::new(param, "gtin must be 8, 12, 13 or 14 digits with a valid check digit"));
     }
     Ok(value.to_string())
 }
@@ -121,12 +115,7 @@ fn gs1_check_digit_ok(digits: &str) -> bool {
     }
     let values: Vec<u32> = digits.bytes().map(|b| u32::from(b - b'0')).collect();
     let (body, check) = values.split_at(values.len() - 1);
-    let sum: u32 = body
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, d)| if i % 2 == 0 { d * 3 } else { *d })
-        .sum();
+    let sum: u32 = body.iter().rev().enumerate().map(|(i, d)| if i % 2 == 0 { d * 3 } else { *d }).sum();
     (10 - sum % 10) % 10 == check[0]
 }
 
@@ -150,23 +139,13 @@ mod tests {
         let err = Eligibility::parse("maybe", "product.hsa_fsa_eligibility").unwrap_err();
         assert_eq!(err.param, "product.hsa_fsa_eligibility");
         assert!(err.message.contains("`letter_of_medical_necessity`"));
-        assert_eq!(
-            VisitType::parse("cbtSleep", "v").unwrap(),
-            VisitType::CbtSleep
-        );
+        assert_eq!(VisitType::parse("cbtSleep", "v").unwrap(), VisitType::CbtSleep);
     }
 
     #[test]
     fn a_letter_of_medical_necessity_needs_a_visit_type() {
-        assert!(
-            check_visit_type(Eligibility::LetterOfMedicalNecessity, None, "visit_type").is_err()
-        );
-        assert!(check_visit_type(
-            Eligibility::LetterOfMedicalNecessity,
-            Some(VisitType::Gym),
-            "visit_type"
-        )
-        .is_ok());
+        assert!(check_visit_type(Eligibility::LetterOfMedicalNecessity, None, "visit_type").is_err());
+        assert!(check_visit_type(Eligibility::LetterOfMedicalNecessity, Some(VisitType::Gym), "visit_type").is_ok());
         assert!(check_visit_type(Eligibility::Vision, None, "visit_type").is_ok());
     }
 }

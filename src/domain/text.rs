@@ -18,19 +18,10 @@ pub fn optional_text(raw: &str, param: &str, max: usize) -> Result<Option<String
         return Ok(None);
     }
     if value.chars().count() > max {
-        return Err(FieldError::new(
-            param,
-            format!("{param} must be at most {max} characters"),
-        ));
+        return Err(FieldError::new(param, format!("{param} must be at most {max} characters")));
     }
-    if value
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(FieldError::new(
-            param,
-            format!("{param} must not contain control characters"),
-        ));
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(FieldError::new(param, format!("{param} must not contain control characters")));
     }
     Ok(Some(value.to_string()))
 }
@@ -38,12 +29,7 @@ pub fn optional_text(raw: &str, param: &str, max: usize) -> Result<Option<String
 /// A plausible email address: one `@`, a local part, a domain with a dot, no spaces; at most 254.
 pub fn email(raw: &str, param: &str) -> Result<String, FieldError> {
     let value = raw.trim();
-    let invalid = || {
-        FieldError::new(
-            param,
-            format!("`{value}` is not a valid email address (like name@example.com)"),
-        )
-    };
+    let invalid = || FieldError::new(param, format!("`{value}` is not a valid email address (like name@example.com)"));
     if value.len() > 254 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid());
     }
@@ -62,23 +48,12 @@ pub fn email(raw: &str, param: &str) -> Result<String, FieldError> {
 
 /// A phone number in E.164 (`+14155550123`); spaces, dashes, dots and brackets are removed first.
 pub fn phone(raw: &str, param: &str) -> Result<String, FieldError> {
-    let compact: String = raw
-        .trim()
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
-        .collect();
+    let compact: String = raw.trim().chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')')).collect();
     let digits = compact.strip_prefix('+').unwrap_or("");
-    if digits.len() < 8
-        || digits.len() > 15
-        || !digits.bytes().all(|b| b.is_ascii_digit())
-        || digits.starts_with('0')
-    {
+    if digits.len() < 8 || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
         return Err(FieldError::new(
             param,
-            format!(
-                "`{}` is not a phone number in E.164 form (like +14155550123)",
-                raw.trim()
-            ),
+            format!("`{}` is not a phone number in E.164 form (like +14155550123)", raw.trim()),
         ));
     }
     Ok(compact)
@@ -93,18 +68,12 @@ pub fn redirect_url(raw: &str, param: &str, mode: Mode) -> Result<String, FieldE
         return Ok(String::new());
     }
     if value.len() > 2048 {
-        return Err(FieldError::new(
-            param,
-            format!("{param} must be at most 2048 characters"),
-        ));
+        return Err(FieldError::new(param, format!("{param} must be at most 2048 characters")));
     }
     // `{CHECKOUT_SESSION_ID}` is not valid in a URL as written; check the URL it will become.
     let probe = value.replace("{CHECKOUT_SESSION_ID}", "fcs_placeholder");
     let url = url::Url::parse(&probe).map_err(|_| {
-        FieldError::new(
-            param,
-            format!("{param} must be an absolute URL like https://example.com/done"),
-        )
+        FieldError::new(param, format!("{param} must be an absolute URL like https://example.com/done"))
     })?;
     let loopback = match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
@@ -115,18 +84,12 @@ pub fn redirect_url(raw: &str, param: &str, mode: Mode) -> Result<String, FieldE
     match url.scheme() {
         "https" if url.host().is_some() => Ok(value.to_string()),
         "http" if loopback && mode.is_test() => Ok(value.to_string()),
-        "http" if loopback => Err(FieldError::new(
-            param,
-            format!("{param} must use https in live mode"),
-        )),
+        "http" if loopback => Err(FieldError::new(param, format!("{param} must use https in live mode"))),
         "http" => Err(FieldError::new(
             param,
             format!("{param} must use https (http is allowed only for localhost in test mode)"),
         )),
-        _ => Err(FieldError::new(
-            param,
-            format!("{param} must be an https URL"),
-        )),
+        _ => Err(FieldError::new(param, format!("{param} must be an https URL"))),
     }
 }
 
@@ -137,17 +100,10 @@ pub fn web_url(raw: &str, param: &str) -> Result<Option<String>, FieldError> {
         return Ok(None);
     }
     match url::Url::parse(value) {
-        Ok(u)
-            if matches!(u.scheme(), "http" | "https")
-                && u.host().is_some()
-                && value.len() <= 2048 =>
-        {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && value.len() <= 2048 => {
             Ok(Some(value.to_string()))
         }
-        _ => Err(FieldError::new(
-            param,
-            format!("{param} must be an absolute http or https URL"),
-        )),
+        _ => Err(FieldError::new(param, format!("{param} must be an absolute http or https URL"))),
     }
 }
 
@@ -158,9 +114,7 @@ mod tests {
     #[test]
     fn emails() {
         assert!(email("a@b.co", "email").is_ok());
-        for bad in [
-            "", "a", "a@b", "@b.co", "a@@b.co", "a b@c.co", "a@b..co", "a@.b.co",
-        ] {
+        for bad in ["", "a", "a@b", "@b.co", "a@@b.co", "a b@c.co", "a@b..co", "a@.b.co"] {
             assert!(email(bad, "email").is_err(), "{bad}");
         }
     }
@@ -168,25 +122,14 @@ mod tests {
     #[test]
     fn phones_are_normalised_to_e164() {
         assert_eq!(phone("+1 (415) 555-0123", "phone").unwrap(), "+14155550123");
-        for bad in [
-            "4155550123",
-            "+0123456789",
-            "+1",
-            "+1415555012345678",
-            "+1415abc0123",
-        ] {
+        for bad in ["4155550123", "+0123456789", "+1", "+1415555012345678", "+1415abc0123"] {
             assert!(phone(bad, "phone").is_err(), "{bad}");
         }
     }
 
     #[test]
     fn redirect_urls_need_https_except_loopback_in_test_mode() {
-        assert!(redirect_url(
-            "https://shop.example/ok?s={CHECKOUT_SESSION_ID}",
-            "success_url",
-            Mode::Live
-        )
-        .is_ok());
+        assert!(redirect_url("https://shop.example/ok?s={CHECKOUT_SESSION_ID}", "success_url", Mode::Live).is_ok());
         assert!(redirect_url("http://localhost:8000/ok", "success_url", Mode::Test).is_ok());
         assert!(redirect_url("http://127.0.0.1/ok", "success_url", Mode::Test).is_ok());
         assert!(redirect_url("http://localhost/ok", "success_url", Mode::Live).is_err());

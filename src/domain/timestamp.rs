@@ -32,29 +32,21 @@ impl Timestamp {
     }
 
     pub fn to_datetime(self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
     pub fn plus_seconds(self, seconds: i64) -> Timestamp {
-        Timestamp(
-            self.0
-                .saturating_add(seconds.saturating_mul(Self::MICROS_PER_SECOND)),
-        )
+        Timestamp(self.0.saturating_add(seconds.saturating_mul(Self::MICROS_PER_SECOND)))
     }
 
     /// RFC 3339 in UTC with as many fractional digits as needed: `2024-04-26T18:39:43.93664Z`.
     pub fn rfc3339(self) -> String {
-        self.to_datetime()
-            .format(&Rfc3339)
-            .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
+        self.to_datetime().format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
     }
 
     /// Parses an RFC 3339 timestamp with any offset; the instant is kept, the offset is not.
     pub fn parse_rfc3339(raw: &str) -> Option<Timestamp> {
-        OffsetDateTime::parse(raw, &Rfc3339)
-            .ok()
-            .map(Timestamp::from_datetime)
+        OffsetDateTime::parse(raw, &Rfc3339).ok().map(Timestamp::from_datetime)
     }
 }
 

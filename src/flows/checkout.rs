@@ -8,24 +8,22 @@ use crate::db::{self, checkout_sessions::Completion, Conn};
 use crate::domain::billing_period::{self, PeriodUnit};
 use crate::domain::card::CardInput;
 use crate::domain::checkout_session::{
-    self as cs, CaptureMethod, CheckoutSession, Defaults, LineItem, SessionMode, SessionStatus,
-    SubscriptionData, TotalDetails,
+    self as cs, CaptureMethod, CheckoutSession, Defaults, LineItem, SessionMode, SessionStatus, SubscriptionData,
+    TotalDetails,
 };
 use crate::domain::customer::{Contact, Customer};
 use crate::domain::ids::{
-    CheckoutSessionId, ConsultationId, CustomerId, InvoiceId, LineItemId, PaymentAttemptId,
-    PaymentIntentId, PaymentMethodId, PriceId, ProductId, SubscriptionId,
+    CheckoutSessionId, ConsultationId, CustomerId, InvoiceId, LineItemId, PaymentAttemptId, PaymentIntentId,
+    PaymentMethodId, PriceId, ProductId, SubscriptionId,
 };
 use crate::domain::metadata::Metadata;
 use crate::domain::money::Currency;
-use crate::domain::payment::{
-    BillingDetails, DeclineCode, PaymentIntent, PaymentIntentStatus, PaymentMethod,
-};
+use crate::domain::payment::{BillingDetails, DeclineCode, PaymentIntent, PaymentIntentStatus, PaymentMethod};
 use crate::domain::price::{Interval, Price, PriceType, Recurring};
 use crate::domain::product::{Eligibility, Product, VisitType};
 use crate::domain::subscription::{
-    BillingCadence, BillingCycle, BillingReason, CollectionMethod, Invoice, InvoiceLine,
-    InvoiceStatus, Subscription, SubscriptionItem, SubscriptionStatus,
+    BillingCadence, BillingCycle, BillingReason, CollectionMethod, Invoice, InvoiceLine, InvoiceStatus, Subscription,
+    SubscriptionItem, SubscriptionStatus,
 };
 use crate::domain::timestamp::Timestamp;
 use crate::domain::{FieldError, Owner};
@@ -47,12 +45,7 @@ pub const CHALLENGE_TIMEOUT_SECONDS: i64 = 15 * 60;
 #[derive(Clone, Debug)]
 pub enum ProductRef {
     Existing(ProductId),
-    New {
-        name: String,
-        description: Option<String>,
-        eligibility: Eligibility,
-        visit_type: Option<VisitType>,
-    },
+    New { name: String, description: Option<String>, eligibility: Eligibility, visit_type: Option<VisitType> },
 }
 
 #[derive(Clone, Debug)]
@@ -107,19 +100,13 @@ async fn resolve_line(
 ) -> Result<(Price, Product, i64), FlowError> {
     match item {
         NewLineItem::Price { price, quantity } => {
-            let price = db::prices::get(conn, owner, price).await?.ok_or_else(|| {
-                invalid(
-                    format!("{param}.price"),
-                    format!("No such price: '{price}'"),
-                )
-            })?;
+            let price = db::prices::get(conn, owner, price)
+                .await?
+                .ok_or_else(|| invalid(format!("{param}.price"), format!("No such price: '{price}'")))?;
             if !price.active {
                 return Err(FlowError::Unprocessable {
                     code: "price_inactive",
-                    message: format!(
-                        "{param}.price: the price {} is archived (active: false)",
-                        price.price_id
-                    ),
+                    message: format!("{param}.price: the price {} is archived (active: false)", price.price_id),
                 });
             }
             let product = db::products::get(conn, owner, &price.product)
@@ -128,45 +115,26 @@ async fn resolve_line(
             if !product.active {
                 return Err(FlowError::Unprocessable {
                     code: "product_inactive",
-                    message: format!(
-                        "{param}.price: the product {} is archived (active: false)",
-                        product.product_id
-                    ),
+                    message: format!("{param}.price: the product {} is archived (active: false)", product.product_id),
                 });
             }
             Ok((price, product, *quantity))
         }
-        NewLineItem::Inline {
-            product,
-            unit_amount,
-            currency,
-            recurring,
-            quantity,
-        } => {
+        NewLineItem::Inline { product, unit_amount, currency, recurring, quantity } => {
             let (product, new_product) = match product {
                 ProductRef::Existing(id) => {
                     let p = db::products::get(conn, owner, id).await?.ok_or_else(|| {
-                        invalid(
-                            format!("{param}.price_data.product"),
-                            format!("No such product: '{id}'"),
-                        )
+                        invalid(format!("{param}.price_data.product"), format!("No such product: '{id}'"))
                     })?;
                     if !p.active {
                         return Err(FlowError::Unprocessable {
                             code: "product_inactive",
-                            message: format!(
-                                "{param}.price_data.product: the product {id} is archived"
-                            ),
+                            message: format!("{param}.price_data.product: the product {id} is archived"),
                         });
                     }
                     (p, false)
                 }
-                ProductRef::New {
-                    name,
-                    description,
-                    eligibility,
-                    visit_type,
-                } => (
+                ProductRef::New { name, description, eligibility, visit_type } => (
                     Product {
                         product_id: ProductId::generate(),
                         name: name.clone(),
@@ -197,11 +165,7 @@ async fn resolve_line(
                 unit_amount: *unit_amount,
                 price: *unit_amount,
                 currency: *currency,
-                price_type: if recurring.is_some() {
-                    PriceType::Recurring
-                } else {
-                    PriceType::OneTime
-                },
+                price_type: if recurring.is_some() { PriceType::Recurring } else { PriceType::OneTime },
                 recurring,
                 active: false,
                 product: product.product_id.clone(),
@@ -216,11 +180,7 @@ async fn resolve_line(
     }
 }
 
-pub async fn create(
-    state: &AppState,
-    owner: &Owner,
-    new: NewSession,
-) -> Result<CheckoutSession, FlowError> {
+pub async fn create(state: &AppState, owner: &Owner, new: NewSession) -> Result<CheckoutSession, FlowError> {
     let now = state.clock.now();
     let expires_at = match new.expires_at {
         None => now.plus_seconds(cs::DEFAULT_LIFETIME_SECONDS),
@@ -244,14 +204,8 @@ pub async fn create(
 
     let mut tx = state.db.begin().await?;
     if let Some(customer) = &new.customer {
-        if db::customers::get(&mut tx, owner, customer)
-            .await?
-            .is_none()
-        {
-            return Err(invalid(
-                "checkout_session.customer",
-                format!("No such customer: '{customer}'"),
-            ));
+        if db::customers::get(&mut tx, owner, customer).await?.is_none() {
+            return Err(invalid("checkout_session.customer", format!("No such customer: '{customer}'")));
         }
     }
 
@@ -273,7 +227,10 @@ pub async fn create(
         if price.currency != currency {
             return Err(invalid(
                 param,
-                format!("all line items must share one currency; this one is {} and the first is {currency}", price.currency),
+                format!(
+                    "all line items must share one currency; this one is {} and the first is {currency}",
+                    price.currency
+                ),
             ));
         }
         match (new.mode, price.recurring) {
@@ -297,10 +254,7 @@ pub async fn create(
         }
     }
     if new.mode == SessionMode::Subscription && cadence.is_none() {
-        return Err(invalid(
-            "checkout_session.line_items",
-            "mode `subscription` needs at least one recurring price",
-        ));
+        return Err(invalid("checkout_session.line_items", "mode `subscription` needs at least one recurring price"));
     }
 
     let items: Vec<LineItem> = lines
@@ -321,22 +275,13 @@ pub async fn create(
         .collect();
     let in_trial = new.mode == SessionMode::Subscription
         && (cs::trial_days(new.subscription_data.as_ref(), &items).is_some()
-            || new
-                .subscription_data
-                .as_ref()
-                .and_then(|d| d.trial_end)
-                .is_some());
+            || new.subscription_data.as_ref().and_then(|d| d.trial_end).is_some());
     let (amount_subtotal, amount_total) = cs::amounts(new.mode, &items, in_trial);
 
     let products: Vec<&Product> = lines.iter().map(|(_, p, _)| p).collect();
-    let hsa_fsa_eligible =
-        !products.is_empty() && products.iter().all(|p| p.hsa_fsa_eligibility.is_eligible());
-    let lmn_product = products
-        .iter()
-        .find(|p| p.hsa_fsa_eligibility == Eligibility::LetterOfMedicalNecessity);
-    let visit_type = lmn_product
-        .and_then(|p| p.visit_type)
-        .or_else(|| products.iter().find_map(|p| p.visit_type));
+    let hsa_fsa_eligible = !products.is_empty() && products.iter().all(|p| p.hsa_fsa_eligibility.is_eligible());
+    let lmn_product = products.iter().find(|p| p.hsa_fsa_eligibility == Eligibility::LetterOfMedicalNecessity);
+    let visit_type = lmn_product.and_then(|p| p.visit_type).or_else(|| products.iter().find_map(|p| p.visit_type));
 
     let session = CheckoutSession {
         allow_promotion_codes: new.allow_promotion_codes,
@@ -367,11 +312,7 @@ pub async fn create(
         subscription: None,
         tax_rate: None,
         test_mode: owner.mode.is_test(),
-        total_details: TotalDetails {
-            amount_discount: 0,
-            amount_tax: None,
-            amount_shipping: None,
-        },
+        total_details: TotalDetails { amount_discount: 0, amount_tax: None, amount_shipping: None },
         visit_type,
         payment_status: cs::PaymentStatus::Unpaid,
         currency,
@@ -394,19 +335,12 @@ pub async fn create(
 }
 
 /// Expires an open session at the merchant's request.
-pub async fn expire(
-    state: &AppState,
-    owner: &Owner,
-    id: &CheckoutSessionId,
-) -> Result<CheckoutSession, FlowError> {
+pub async fn expire(state: &AppState, owner: &Owner, id: &CheckoutSessionId) -> Result<CheckoutSession, FlowError> {
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     let session = db::checkout_sessions::get(&mut tx, owner, id)
         .await?
-        .ok_or_else(|| FlowError::NotFound {
-            resource: "checkout session",
-            id: id.to_string(),
-        })?;
+        .ok_or_else(|| FlowError::NotFound { resource: "checkout session", id: id.to_string() })?;
     match session.status {
         SessionStatus::Complete => {
             return Err(FlowError::Unprocessable {
@@ -426,8 +360,7 @@ pub async fn expire(
     if !db::checkout_sessions::expire(&mut tx, id, now, stale).await? {
         return Err(FlowError::Conflict {
             code: "payment_in_progress",
-            message: "a payment for this checkout session is in progress; try again in a moment"
-                .into(),
+            message: "a payment for this checkout session is in progress; try again in a moment".into(),
             param: None,
         });
     }
@@ -447,16 +380,7 @@ async fn emit_expired(
         .await?
         .ok_or_else(|| FlowError::Internal(anyhow::anyhow!("session vanished")))?
         .present(&state.settings.public_url, now);
-    events::emit(
-        conn,
-        owner,
-        "checkout.session.expired",
-        "checkout_session",
-        id.as_str(),
-        &session,
-        now,
-    )
-    .await?;
+    events::emit(conn, owner, "checkout.session.expired", "checkout_session", id.as_str(), &session, now).await?;
     Ok(session)
 }
 
@@ -473,14 +397,7 @@ pub async fn expire_due(state: &AppState, limit: i64) -> Result<usize, FlowError
         let Some(owned) = db::checkout_sessions::get_any(&mut tx, &id).await? else {
             continue;
         };
-        if db::checkout_sessions::expire(
-            &mut tx,
-            &id,
-            now,
-            now.plus_seconds(-STALE_PAYMENT_SECONDS),
-        )
-        .await?
-        {
+        if db::checkout_sessions::expire(&mut tx, &id, now, now.plus_seconds(-STALE_PAYMENT_SECONDS)).await? {
             emit_expired(&mut tx, state, &owned.owner, &id, now).await?;
             tx.commit().await?;
             done += 1;
@@ -504,20 +421,15 @@ pub struct PageData {
     pub pending_action: Option<PaymentAttemptId>,
 }
 
-pub async fn load_page(
-    state: &AppState,
-    id: &CheckoutSessionId,
-) -> Result<Option<PageData>, FlowError> {
+pub async fn load_page(state: &AppState, id: &CheckoutSessionId) -> Result<Option<PageData>, FlowError> {
     let now = state.clock.now();
     let mut conn = state.db.conn().await?;
     let Some(owned) = db::checkout_sessions::get_any(&mut conn, id).await? else {
         return Ok(None);
     };
     let items = db::checkout_sessions::line_items(&mut conn, id).await?;
-    let merchant_name = db::merchants::get(&mut conn, owned.owner.merchant_id.as_str())
-        .await?
-        .map(|m| m.name)
-        .unwrap_or_default();
+    let merchant_name =
+        db::merchants::get(&mut conn, owned.owner.merchant_id.as_str()).await?.map(|m| m.name).unwrap_or_default();
     let customer = match &owned.session.customer {
         Some(c) => db::customers::get(&mut conn, &owned.owner, c).await?,
         None => None,
@@ -571,35 +483,22 @@ pub enum PayResult {
 
 /// Pays a session: claims it, records the attempt, asks the gateway, applies the outcome. Runs on
 /// its own task so that a browser that goes away mid-payment cannot leave it half done.
-pub async fn pay(
-    state: &AppState,
-    id: &CheckoutSessionId,
-    form: PaymentForm,
-) -> Result<PayResult, FlowError> {
+pub async fn pay(state: &AppState, id: &CheckoutSessionId, form: PaymentForm) -> Result<PayResult, FlowError> {
     let state2 = state.clone();
     let id2 = id.clone();
     match tokio::spawn(async move { pay_inner(&state2, &id2, form).await }).await {
         Ok(result) => result,
-        Err(e) => Err(FlowError::Internal(anyhow::anyhow!(
-            "payment task failed: {e}"
-        ))),
+        Err(e) => Err(FlowError::Internal(anyhow::anyhow!("payment task failed: {e}"))),
     }
 }
 
-async fn pay_inner(
-    state: &AppState,
-    id: &CheckoutSessionId,
-    form: PaymentForm,
-) -> Result<PayResult, FlowError> {
+async fn pay_inner(state: &AppState, id: &CheckoutSessionId, form: PaymentForm) -> Result<PayResult, FlowError> {
     let now = state.clock.now();
     let owned = {
         let mut conn = state.db.conn().await?;
         db::checkout_sessions::get_any(&mut conn, id)
             .await?
-            .ok_or_else(|| FlowError::NotFound {
-                resource: "checkout session",
-                id: id.to_string(),
-            })?
+            .ok_or_else(|| FlowError::NotFound { resource: "checkout session", id: id.to_string() })?
     };
     if let Some(done) = settled(&owned.session, now) {
         return Ok(done);
@@ -620,21 +519,11 @@ async fn pay_inner(
     {
         let mut tx = state.db.begin().await?;
         let stale = now.plus_seconds(-STALE_PAYMENT_SECONDS);
-        if !db::checkout_sessions::claim_for_payment(
-            &mut tx,
-            id,
-            &attempt,
-            now,
-            stale,
-            cs::MAX_DECLINES,
-        )
-        .await?
-        {
+        if !db::checkout_sessions::claim_for_payment(&mut tx, id, &attempt, now, stale, cs::MAX_DECLINES).await? {
             drop(tx);
             return wait_for_other_payment(state, id).await;
         }
-        let contact =
-            serde_json::to_string(&form.contact).map_err(|e| FlowError::Internal(e.into()))?;
+        let contact = serde_json::to_string(&form.contact).map_err(|e| FlowError::Internal(e.into()))?;
         db::payments::insert_attempt(
             &mut tx,
             db::payments::NewAttempt {
@@ -679,9 +568,7 @@ async fn pay_inner(
 /// The result for a session that can no longer take a payment, if it cannot.
 fn settled(session: &CheckoutSession, now: Timestamp) -> Option<PayResult> {
     match session.status_at(now) {
-        SessionStatus::Complete => Some(PayResult::Completed {
-            redirect: session.success_redirect(),
-        }),
+        SessionStatus::Complete => Some(PayResult::Completed { redirect: session.success_redirect() }),
         SessionStatus::Expired => Some(PayResult::Expired),
         SessionStatus::Open if session.is_locked() => Some(PayResult::Locked),
         SessionStatus::Open => None,
@@ -689,10 +576,7 @@ fn settled(session: &CheckoutSession, now: Timestamp) -> Option<PayResult> {
 }
 
 /// Another request holds the session: wait (bounded) for it to finish and answer as it did.
-async fn wait_for_other_payment(
-    state: &AppState,
-    id: &CheckoutSessionId,
-) -> Result<PayResult, FlowError> {
+async fn wait_for_other_payment(state: &AppState, id: &CheckoutSessionId) -> Result<PayResult, FlowError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let now = state.clock.now();
@@ -700,15 +584,9 @@ async fn wait_for_other_payment(
             let mut conn = state.db.conn().await?;
             let session = db::checkout_sessions::get_any(&mut conn, id)
                 .await?
-                .ok_or_else(|| FlowError::NotFound {
-                    resource: "checkout session",
-                    id: id.to_string(),
-                })?
+                .ok_or_else(|| FlowError::NotFound { resource: "checkout session", id: id.to_string() })?
                 .session;
-            (
-                session,
-                db::checkout_sessions::processing_attempt(&mut conn, id).await?,
-            )
+            (session, db::checkout_sessions::processing_attempt(&mut conn, id).await?)
         };
         if let Some(done) = settled(&session, now) {
             return Ok(done);
@@ -746,10 +624,7 @@ async fn abandon_pending_action(state: &AppState, id: &CheckoutSessionId) -> Res
     let attempt = PaymentAttemptId::from_trusted(attempt);
     let is_waiting = {
         let mut conn = state.db.conn().await?;
-        db::payments::get_attempt(&mut conn, &attempt)
-            .await?
-            .map(|a| a.status)
-            == Some("requires_action".into())
+        db::payments::get_attempt(&mut conn, &attempt).await?.map(|a| a.status) == Some("requires_action".into())
     };
     if is_waiting {
         match state.gateway.complete_action(attempt.as_str(), false).await {
@@ -778,30 +653,20 @@ pub async fn authenticate(
             db::payments::get_attempt(&mut conn, &attempt2).await?
         };
         let Some(row) = row.filter(|a| a.session_id.as_deref() == Some(id2.as_str())) else {
-            return Err(FlowError::NotFound {
-                resource: "payment attempt",
-                id: attempt2.to_string(),
-            });
+            return Err(FlowError::NotFound { resource: "payment attempt", id: attempt2.to_string() });
         };
         if row.status != "requires_action" {
             // Answered already (a double click, a reload): report how the session stands.
             let mut conn = state2.db.conn().await?;
             let session = db::checkout_sessions::get_any(&mut conn, &id2)
                 .await?
-                .ok_or_else(|| FlowError::NotFound {
-                    resource: "checkout session",
-                    id: id2.to_string(),
-                })?
+                .ok_or_else(|| FlowError::NotFound { resource: "checkout session", id: id2.to_string() })?
                 .session;
-            return Ok(
-                settled(&session, state2.clock.now()).unwrap_or(PayResult::Declined {
-                    message: row.failure_message.unwrap_or_else(|| {
-                        DeclineCode::AuthenticationRequired
-                            .customer_message()
-                            .to_string()
-                    }),
-                }),
-            );
+            return Ok(settled(&session, state2.clock.now()).unwrap_or(PayResult::Declined {
+                message: row
+                    .failure_message
+                    .unwrap_or_else(|| DeclineCode::AuthenticationRequired.customer_message().to_string()),
+            }));
         }
         let outcome = state2
             .gateway
@@ -812,9 +677,7 @@ pub async fn authenticate(
     });
     match task.await {
         Ok(result) => result,
-        Err(e) => Err(FlowError::Internal(anyhow::anyhow!(
-            "authentication task failed: {e}"
-        ))),
+        Err(e) => Err(FlowError::Internal(anyhow::anyhow!("authentication task failed: {e}"))),
     }
 }
 
@@ -830,18 +693,11 @@ pub async fn apply_payment_outcome(
     let mut tx = state.db.begin().await?;
     let attempt = db::payments::get_attempt(&mut tx, attempt_id)
         .await?
-        .ok_or_else(|| FlowError::NotFound {
-            resource: "payment attempt",
-            id: attempt_id.to_string(),
-        })?;
-    let session_id =
-        CheckoutSessionId::from_trusted(attempt.session_id.clone().unwrap_or_default());
+        .ok_or_else(|| FlowError::NotFound { resource: "payment attempt", id: attempt_id.to_string() })?;
+    let session_id = CheckoutSessionId::from_trusted(attempt.session_id.clone().unwrap_or_default());
     let owned = db::checkout_sessions::get_any(&mut tx, &session_id)
         .await?
-        .ok_or_else(|| FlowError::NotFound {
-            resource: "checkout session",
-            id: session_id.to_string(),
-        })?;
+        .ok_or_else(|| FlowError::NotFound { resource: "checkout session", id: session_id.to_string() })?;
     let open_states = ["pending", "requires_action"];
 
     match outcome {
@@ -865,59 +721,27 @@ pub async fn apply_payment_outcome(
             if owned.session.decline_count + 1 >= cs::MAX_DECLINES {
                 return Ok(PayResult::Locked);
             }
-            Ok(PayResult::Declined {
-                message: code.customer_message().to_string(),
-            })
+            Ok(PayResult::Declined { message: code.customer_message().to_string() })
         }
         ChargeOutcome::RequiresAction { .. } => {
-            if !db::payments::finish_attempt(
-                &mut tx,
-                attempt_id,
-                &["pending"],
-                "requires_action",
-                None,
-                None,
-                now,
-            )
-            .await?
+            if !db::payments::finish_attempt(&mut tx, attempt_id, &["pending"], "requires_action", None, None, now)
+                .await?
             {
                 drop(tx);
                 return already_applied(state, &session_id).await;
             }
             tx.commit().await?;
-            Ok(PayResult::RequiresAction {
-                attempt: attempt_id.clone(),
-            })
+            Ok(PayResult::RequiresAction { attempt: attempt_id.clone() })
         }
         ChargeOutcome::Succeeded { gateway_ref } => {
-            if !db::payments::finish_attempt(
-                &mut tx,
-                attempt_id,
-                &open_states,
-                "succeeded",
-                None,
-                None,
-                now,
-            )
-            .await?
-            {
+            if !db::payments::finish_attempt(&mut tx, attempt_id, &open_states, "succeeded", None, None, now).await? {
                 drop(tx);
                 return already_applied(state, &session_id).await;
             }
-            let session = complete_session(
-                &mut tx,
-                state,
-                &owned.owner,
-                owned.session,
-                &attempt,
-                &gateway_ref,
-                now,
-            )
-            .await?;
+            let session =
+                complete_session(&mut tx, state, &owned.owner, owned.session, &attempt, &gateway_ref, now).await?;
             tx.commit().await?;
-            Ok(PayResult::Completed {
-                redirect: session.success_redirect(),
-            })
+            Ok(PayResult::Completed { redirect: session.success_redirect() })
         }
     }
 }
@@ -926,16 +750,10 @@ async fn already_applied(state: &AppState, id: &CheckoutSessionId) -> Result<Pay
     let mut conn = state.db.conn().await?;
     let session = db::checkout_sessions::get_any(&mut conn, id)
         .await?
-        .ok_or_else(|| FlowError::NotFound {
-            resource: "checkout session",
-            id: id.to_string(),
-        })?
+        .ok_or_else(|| FlowError::NotFound { resource: "checkout session", id: id.to_string() })?
         .session;
-    Ok(
-        settled(&session, state.clock.now()).unwrap_or(PayResult::Declined {
-            message: "This payment did not go through. Please try again.".into(),
-        }),
-    )
+    Ok(settled(&session, state.clock.now())
+        .unwrap_or(PayResult::Declined { message: "This payment did not go through. Please try again.".into() }))
 }
 
 async fn complete_session(
@@ -948,8 +766,7 @@ async fn complete_session(
     now: Timestamp,
 ) -> Result<CheckoutSession, FlowError> {
     let attempt_id = PaymentAttemptId::from_trusted(attempt.id.clone());
-    let contact: Contact =
-        serde_json::from_str(&attempt.contact).map_err(|e| FlowError::Internal(e.into()))?;
+    let contact: Contact = serde_json::from_str(&attempt.contact).map_err(|e| FlowError::Internal(e.into()))?;
     let items = db::checkout_sessions::line_items(tx, &session.checkout_session_id).await?;
 
     // The customer: the one the merchant named, or a new one from the details typed.
@@ -972,16 +789,8 @@ async fn complete_session(
                 test_clock: None,
             };
             db::customers::insert(tx, owner, &customer).await?;
-            events::emit(
-                tx,
-                owner,
-                "customer.created",
-                "customer",
-                customer.customer_id.as_str(),
-                &customer,
-                now,
-            )
-            .await?;
+            events::emit(tx, owner, "customer.created", "customer", customer.customer_id.as_str(), &customer, now)
+                .await?;
             customer
         }
     };
@@ -995,18 +804,12 @@ async fn complete_session(
                 last4: attempt.card_last4.clone().unwrap_or_default(),
                 exp_month: attempt.card_exp_month.unwrap_or(1).clamp(1, 12) as u32,
                 exp_year: attempt.card_exp_year.unwrap_or(0).clamp(0, 9999) as i32,
-                funding: attempt
-                    .card_funding
-                    .clone()
-                    .unwrap_or_else(|| "unknown".into()),
+                funding: attempt.card_funding.clone().unwrap_or_else(|| "unknown".into()),
                 country: Some("US".into()),
             },
             billing_details: BillingDetails {
                 email: Some(contact.email.clone()),
-                name: crate::domain::customer::full_name(
-                    contact.first_name.as_deref(),
-                    contact.last_name.as_deref(),
-                ),
+                name: crate::domain::customer::full_name(contact.first_name.as_deref(), contact.last_name.as_deref()),
                 phone: contact.phone.clone(),
                 postal_code: None,
             },
@@ -1030,14 +833,9 @@ async fn complete_session(
     let consultation = match (&contact.lmn, session.letter_of_medical_necessity_required) {
         (Some(answers), true) => {
             let id = ConsultationId::generate();
-            let answers_json =
-                serde_json::to_string(answers).map_err(|e| FlowError::Internal(e.into()))?;
+            let answers_json = serde_json::to_string(answers).map_err(|e| FlowError::Internal(e.into()))?;
             // Test mode approves at once; live consultations wait for a reviewer.
-            let status = if owner.mode.is_test() {
-                "approved"
-            } else {
-                "pending"
-            };
+            let status = if owner.mode.is_test() { "approved" } else { "pending" };
             db::payments::insert_consultation(
                 tx,
                 db::payments::NewConsultation {
@@ -1056,27 +854,11 @@ async fn complete_session(
                 "consultation_id": id, "customer": customer.customer_id, "status": status,
                 "visit_type": answers.visit_type, "checkout_session": session.checkout_session_id,
             });
-            events::emit(
-                tx,
-                owner,
-                "customer.consultation.attached",
-                "consultation",
-                id.as_str(),
-                &consultation,
-                now,
-            )
-            .await?;
-            if status == "approved" {
-                events::emit(
-                    tx,
-                    owner,
-                    "consultation.approved",
-                    "consultation",
-                    id.as_str(),
-                    &consultation,
-                    now,
-                )
+            events::emit(tx, owner, "customer.consultation.attached", "consultation", id.as_str(), &consultation, now)
                 .await?;
+            if status == "approved" {
+                events::emit(tx, owner, "consultation.approved", "consultation", id.as_str(), &consultation, now)
+                    .await?;
             }
             Some(id)
         }
@@ -1092,11 +874,7 @@ async fn complete_session(
             amount_received: if manual { 0 } else { session.amount_total },
             amount_refunded: 0,
             currency: session.currency,
-            status: if manual {
-                PaymentIntentStatus::RequiresCapture
-            } else {
-                PaymentIntentStatus::Succeeded
-            },
+            status: if manual { PaymentIntentStatus::RequiresCapture } else { PaymentIntentStatus::Succeeded },
             capture_method: session.capture_method.as_str().to_string(),
             customer: Some(customer.customer_id.clone()),
             invoice: invoice_id.clone(),
@@ -1117,21 +895,8 @@ async fn complete_session(
             },
         )
         .await?;
-        let event = if manual {
-            "payment_intent.amount_capturable_updated"
-        } else {
-            "payment_intent.succeeded"
-        };
-        events::emit(
-            tx,
-            owner,
-            event,
-            "payment_intent",
-            pi.payment_intent_id.as_str(),
-            &pi,
-            now,
-        )
-        .await?;
+        let event = if manual { "payment_intent.amount_capturable_updated" } else { "payment_intent.succeeded" };
+        events::emit(tx, owner, event, "payment_intent", pi.payment_intent_id.as_str(), &pi, now).await?;
         Some(pi)
     } else {
         None
@@ -1216,11 +981,7 @@ async fn start_subscription(
     let first = recurring
         .first()
         .and_then(|i| i.recurring.map(|r| (i, r)))
-        .ok_or_else(|| {
-            FlowError::Internal(anyhow::anyhow!(
-                "subscription session without a recurring line"
-            ))
-        })?;
+        .ok_or_else(|| FlowError::Internal(anyhow::anyhow!("subscription session without a recurring line")))?;
     let (plan_item, cadence) = first;
     let unit = PeriodUnit::from_interval(cadence.interval);
     let count = cadence.interval_count;
@@ -1234,9 +995,8 @@ async fn start_subscription(
     let (period_start, period_end) = match trial_end {
         Some(end) => (now, end),
         None => {
-            let end = billing_period::boundary(anchor.to_datetime(), unit, count, 1).ok_or_else(
-                || FlowError::Internal(anyhow::anyhow!("billing period out of range")),
-            )?;
+            let end = billing_period::boundary(anchor.to_datetime(), unit, count, 1)
+                .ok_or_else(|| FlowError::Internal(anyhow::anyhow!("billing period out of range")))?;
             (now, Timestamp::from_datetime(end))
         }
     };
@@ -1252,11 +1012,7 @@ async fn start_subscription(
             },
             price: Some(item.price.clone()),
             quantity: item.quantity,
-            amount: if recurring && trial_end.is_some() {
-                0
-            } else {
-                item.amount_total
-            },
+            amount: if recurring && trial_end.is_some() { 0 } else { item.amount_total },
             period_start: if recurring { period_start } else { now },
             period_end: if recurring { period_end } else { now },
             proration: false,
@@ -1285,11 +1041,9 @@ async fn start_subscription(
         created_at: now,
         test_mode: owner.mode.is_test(),
     };
-    let metadata = data.and_then(|d| d.metadata.as_ref()).and_then(|m| {
-        Metadata::parse(m, "subscription_data.metadata")
-            .ok()
-            .flatten()
-    });
+    let metadata = data
+        .and_then(|d| d.metadata.as_ref())
+        .and_then(|m| Metadata::parse(m, "subscription_data.metadata").ok().flatten());
     let subscription = Subscription {
         id: subscription_id,
         customer_id: customer.customer_id.clone(),
@@ -1333,32 +1087,12 @@ async fn start_subscription(
         created_at: now,
         updated_at: now,
     };
-    db::subscriptions::insert(
-        tx,
-        owner,
-        &subscription,
-        Some(session.checkout_session_id.as_str()),
-    )
-    .await?;
+    db::subscriptions::insert(tx, owner, &subscription, Some(session.checkout_session_id.as_str())).await?;
     db::subscriptions::insert_invoice(tx, owner, &invoice).await?;
     let sid = subscription.id.as_str();
-    events::emit(
-        tx,
-        owner,
-        "customer.subscription.created",
-        "subscription",
-        sid,
-        &subscription,
-        now,
-    )
-    .await?;
+    events::emit(tx, owner, "customer.subscription.created", "subscription", sid, &subscription, now).await?;
     let iid = invoice.invoice_id.as_str();
-    for event in [
-        "invoice.created",
-        "invoice.finalized",
-        "invoice.paid",
-        "invoice.payment_succeeded",
-    ] {
+    for event in ["invoice.created", "invoice.finalized", "invoice.paid", "invoice.payment_succeeded"] {
         events::emit(tx, owner, event, "invoice", iid, &invoice, now).await?;
     }
     Ok(subscription)

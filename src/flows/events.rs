@@ -28,14 +28,7 @@ pub async fn emit<T: Serialize>(
     });
     db::events::insert(
         conn,
-        db::events::NewEvent {
-            id: &id,
-            owner,
-            event_type,
-            object_type,
-            object_id,
-            payload: &payload.to_string(),
-        },
+        db::events::NewEvent { id: &id, owner, event_type, object_type, object_id, payload: &payload.to_string() },
         now,
     )
     .await?;

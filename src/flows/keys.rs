@@ -38,16 +38,8 @@ fn new_secret(mode: Mode) -> String {
 }
 
 fn redact(secret: &str) -> String {
-    let prefix_len = if secret.starts_with(TEST_PREFIX) {
-        TEST_PREFIX.len()
-    } else {
-        LIVE_PREFIX.len()
-    };
-    format!(
-        "{}...{}",
-        &secret[..prefix_len],
-        &secret[secret.len() - 4..]
-    )
+    let prefix_len = if secret.starts_with(TEST_PREFIX) { TEST_PREFIX.len() } else { LIVE_PREFIX.len() };
+    format!("{}...{}", &secret[..prefix_len], &secret[secret.len() - 4..])
 }
 
 pub struct CreatedKey {
@@ -78,10 +70,7 @@ pub async fn create_key(
         anyhow::bail!("--name must be 1 to 100 characters");
     }
     let mut conn = db.conn().await?;
-    if db::merchants::get(&mut conn, merchant.as_str())
-        .await?
-        .is_none()
-    {
+    if db::merchants::get(&mut conn, merchant.as_str()).await?.is_none() {
         anyhow::bail!("no merchant with id {merchant}");
     }
     let id = ApiKeyId::generate();
@@ -103,10 +92,7 @@ pub async fn create_key(
 }
 
 /// On the first start with an empty database: a merchant account and its first test key.
-pub async fn bootstrap(
-    db: &Db,
-    now: Timestamp,
-) -> anyhow::Result<Option<(MerchantId, CreatedKey)>> {
+pub async fn bootstrap(db: &Db, now: Timestamp) -> anyhow::Result<Option<(MerchantId, CreatedKey)>> {
     let mut conn = db.conn().await?;
     if db::merchants::count(&mut conn).await? > 0 {
         return Ok(None);

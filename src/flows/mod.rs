@@ -48,11 +48,7 @@ impl From<FlowError> for ApiError {
             FlowError::Invalid(f) => f.into(),
             FlowError::NotFound { resource, id } => ApiError::not_found(resource, &id),
             FlowError::Unprocessable { code, message } => ApiError::unprocessable(code, message),
-            FlowError::Conflict {
-                code,
-                message,
-                param,
-            } => {
+            FlowError::Conflict { code, message, param } => {
                 let e = ApiError::conflict(code, message);
                 match param {
                     Some(p) => e.with_param(p),

@@ -51,10 +51,7 @@ pub enum ChargeOutcome {
 pub enum GatewayError {
     /// The card cannot be used here at all (a real card in the sandbox, say); say so to the customer.
     #[error("{message}")]
-    CardRejected {
-        param: &'static str,
-        message: String,
-    },
+    CardRejected { param: &'static str, message: String },
     /// Unknown outcome: network, processor or database trouble.
     #[error("gateway unavailable: {0}")]
     Unavailable(String),
@@ -69,15 +66,9 @@ pub trait PaymentGateway: Send + Sync {
 
     /// Checks card details typed on our own form and returns a reference to charge. The number and
     /// CVC are not kept.
-    fn save_card<'a>(
-        &'a self,
-        card: &'a CardInput,
-    ) -> BoxFuture<'a, Result<SavedCard, GatewayError>>;
+    fn save_card<'a>(&'a self, card: &'a CardInput) -> BoxFuture<'a, Result<SavedCard, GatewayError>>;
 
-    fn charge<'a>(
-        &'a self,
-        req: ChargeRequest<'a>,
-    ) -> BoxFuture<'a, Result<ChargeOutcome, GatewayError>>;
+    fn charge<'a>(&'a self, req: ChargeRequest<'a>) -> BoxFuture<'a, Result<ChargeOutcome, GatewayError>>;
 
     /// The customer answered the challenge of a charge that required action.
     fn complete_action<'a>(
@@ -88,8 +79,5 @@ pub trait PaymentGateway: Send + Sync {
 
     /// What the gateway recorded for a charge made under `idempotency_key`, if anything; used to
     /// finish attempts whose outcome we never recorded.
-    fn lookup<'a>(
-        &'a self,
-        idempotency_key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<ChargeOutcome>, GatewayError>>;
+    fn lookup<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, Result<Option<ChargeOutcome>, GatewayError>>;
 }

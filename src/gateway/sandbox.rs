@@ -30,28 +30,18 @@ fn behavior_of(card_ref: &str) -> Option<TestBehavior> {
 }
 
 /// What Stripe's test mode does with this card for this request, before any challenge.
-fn first_answer(
-    behavior: TestBehavior,
-    amount: i64,
-    off_session: bool,
-) -> (&'static str, Option<DeclineCode>) {
+fn first_answer(behavior: TestBehavior, amount: i64, off_session: bool) -> (&'static str, Option<DeclineCode>) {
     match behavior {
         TestBehavior::Succeeds => ("succeeded", None),
         // Saving a card checks it without taking money: insufficient funds do not show until a
         // charge, and the "charges fail" card saves fine.
-        TestBehavior::Declines(DeclineCode::InsufficientFunds) if amount == 0 => {
-            ("succeeded", None)
-        }
+        TestBehavior::Declines(DeclineCode::InsufficientFunds) if amount == 0 => ("succeeded", None),
         TestBehavior::Declines(code) => ("declined", Some(code)),
         TestBehavior::ChargesDeclined if amount == 0 => ("succeeded", None),
         TestBehavior::ChargesDeclined => ("declined", Some(DeclineCode::GenericDecline)),
         TestBehavior::ThreeDSecureOnce if off_session => ("succeeded", None),
-        TestBehavior::ThreeDSecureAlways if off_session => {
-            ("declined", Some(DeclineCode::AuthenticationRequired))
-        }
-        TestBehavior::ThreeDSecureOnce | TestBehavior::ThreeDSecureAlways => {
-            ("requires_action", None)
-        }
+        TestBehavior::ThreeDSecureAlways if off_session => ("declined", Some(DeclineCode::AuthenticationRequired)),
+        TestBehavior::ThreeDSecureOnce | TestBehavior::ThreeDSecureAlways => ("requires_action", None),
     }
 }
 
@@ -67,9 +57,7 @@ fn outcome_of(charge: &SandboxCharge) -> Result<ChargeOutcome, GatewayError> {
                 .and_then(DeclineCode::from_wire)
                 .unwrap_or(DeclineCode::GenericDecline),
         }),
-        other => Err(GatewayError::Unavailable(format!(
-            "unknown sandbox outcome {other}"
-        ))),
+        other => Err(GatewayError::Unavailable(format!("unknown sandbox outcome {other}"))),
     }
 }
 
@@ -86,10 +74,7 @@ impl PaymentGateway for SandboxGateway {
         mode.is_test()
     }
 
-    fn save_card<'a>(
-        &'a self,
-        input: &'a CardInput,
-    ) -> BoxFuture<'a, Result<SavedCard, GatewayError>> {
+    fn save_card<'a>(&'a self, input: &'a CardInput) -> BoxFuture<'a, Result<SavedCard, GatewayError>> {
         Box::pin(async move {
             let Some(test_card) = card::test_card(&input.number) else {
                 return Err(GatewayError::CardRejected {
@@ -99,11 +84,7 @@ impl PaymentGateway for SandboxGateway {
                 });
             };
             Ok(SavedCard {
-                gateway_ref: format!(
-                    "{TOKEN_PREFIX}{}_{}",
-                    test_card.behavior.code(),
-                    crate::domain::ids::new_ulid()
-                ),
+                gateway_ref: format!("{TOKEN_PREFIX}{}_{}", test_card.behavior.code(), crate::domain::ids::new_ulid()),
                 details: CardDetails {
                     brand: test_card.brand.as_str().into(),
                     last4: input.last4(),
@@ -116,14 +97,10 @@ impl PaymentGateway for SandboxGateway {
         })
     }
 
-    fn charge<'a>(
-        &'a self,
-        req: ChargeRequest<'a>,
-    ) -> BoxFuture<'a, Result<ChargeOutcome, GatewayError>> {
+    fn charge<'a>(&'a self, req: ChargeRequest<'a>) -> BoxFuture<'a, Result<ChargeOutcome, GatewayError>> {
         Box::pin(async move {
-            let behavior = behavior_of(req.card_ref).ok_or_else(|| {
-                GatewayError::Unavailable("unknown sandbox card reference".into())
-            })?;
+            let behavior = behavior_of(req.card_ref)
+                .ok_or_else(|| GatewayError::Unavailable("unknown sandbox card reference".into()))?;
             let (outcome, code) = first_answer(behavior, req.amount, req.off_session);
             let mut conn = self.db.conn().await.map_err(unavailable)?;
             let stored = payments::sandbox_charge(
@@ -154,33 +131,19 @@ impl PaymentGateway for SandboxGateway {
             let (outcome, code) = if approved {
                 ("succeeded", None)
             } else {
-                (
-                    "declined",
-                    Some(DeclineCode::AuthenticationRequired.as_str()),
-                )
+                ("declined", Some(DeclineCode::AuthenticationRequired.as_str()))
             };
-            payments::update_sandbox_charge(
-                &mut conn,
-                idempotency_key,
-                "requires_action",
-                outcome,
-                code,
-            )
-            .await
-            .map_err(unavailable)?;
+            payments::update_sandbox_charge(&mut conn, idempotency_key, "requires_action", outcome, code)
+                .await
+                .map_err(unavailable)?;
             let stored = lookup_charge(&mut conn, idempotency_key)
                 .await?
-                .ok_or_else(|| {
-                    GatewayError::Unavailable("no sandbox charge under this key".into())
-                })?;
+                .ok_or_else(|| GatewayError::Unavailable("no sandbox charge under this key".into()))?;
             outcome_of(&stored)
         })
     }
 
-    fn lookup<'a>(
-        &'a self,
-        idempotency_key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<ChargeOutcome>, GatewayError>> {
+    fn lookup<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, Result<Option<ChargeOutcome>, GatewayError>> {
         Box::pin(async move {
             let mut conn = self.db.conn().await.map_err(unavailable)?;
             match lookup_charge(&mut conn, idempotency_key).await? {
@@ -191,10 +154,7 @@ impl PaymentGateway for SandboxGateway {
     }
 }
 
-async fn lookup_charge(
-    conn: &mut crate::db::Conn,
-    key: &str,
-) -> Result<Option<SandboxCharge>, GatewayError> {
+async fn lookup_charge(conn: &mut crate::db::Conn, key: &str) -> Result<Option<SandboxCharge>, GatewayError> {
     sqlx::query_as::<_, SandboxCharge>(
         "SELECT idempotency_key, token, amount, currency, outcome, decline_code FROM sandbox_charges
          WHERE idempotency_key = $1",
@@ -212,34 +172,16 @@ mod tests {
     #[test]
     fn test_cards_behave_as_documented() {
         use DeclineCode::*;
-        assert_eq!(
-            first_answer(TestBehavior::Succeeds, 4999, false),
-            ("succeeded", None)
-        );
+        assert_eq!(first_answer(TestBehavior::Succeeds, 4999, false), ("succeeded", None));
         assert_eq!(
             first_answer(TestBehavior::Declines(InsufficientFunds), 4999, false),
             ("declined", Some(InsufficientFunds))
         );
-        assert_eq!(
-            first_answer(TestBehavior::Declines(InsufficientFunds), 0, false),
-            ("succeeded", None)
-        );
-        assert_eq!(
-            first_answer(TestBehavior::ChargesDeclined, 0, false),
-            ("succeeded", None)
-        );
-        assert_eq!(
-            first_answer(TestBehavior::ChargesDeclined, 4999, true),
-            ("declined", Some(GenericDecline))
-        );
-        assert_eq!(
-            first_answer(TestBehavior::ThreeDSecureOnce, 4999, false),
-            ("requires_action", None)
-        );
-        assert_eq!(
-            first_answer(TestBehavior::ThreeDSecureOnce, 4999, true),
-            ("succeeded", None)
-        );
+        assert_eq!(first_answer(TestBehavior::Declines(InsufficientFunds), 0, false), ("succeeded", None));
+        assert_eq!(first_answer(TestBehavior::ChargesDeclined, 0, false), ("succeeded", None));
+        assert_eq!(first_answer(TestBehavior::ChargesDeclined, 4999, true), ("declined", Some(GenericDecline)));
+        assert_eq!(first_answer(TestBehavior::ThreeDSecureOnce, 4999, false), ("requires_action", None));
+        assert_eq!(first_answer(TestBehavior::ThreeDSecureOnce, 4999, true), ("succeeded", None));
         assert_eq!(
             first_answer(TestBehavior::ThreeDSecureAlways, 4999, true),
             ("declined", Some(AuthenticationRequired))

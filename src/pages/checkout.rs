@@ -6,9 +6,7 @@ use askama::Template;
 
 use super::{csrf_ok, csrf_token, origin_ok, render_message, render_message_page, secure_html};
 use crate::domain::card::{Brand, CardInput};
-use crate::domain::checkout_session::{
-    self as cs, CheckoutSession, LineItem, SessionMode, SessionStatus,
-};
+use crate::domain::checkout_session::{self as cs, CheckoutSession, LineItem, SessionMode, SessionStatus};
 use crate::domain::consultation::{self, Answers};
 use crate::domain::customer::{Address, Contact};
 use crate::domain::ids::{CheckoutSessionId, PaymentAttemptId};
@@ -101,10 +99,7 @@ struct CheckoutPage {
 
 impl CheckoutPage {
     fn error(&self, field: &str) -> Option<&str> {
-        self.errors
-            .iter()
-            .find(|e| e.param == field)
-            .map(|e| e.message.as_str())
+        self.errors.iter().find(|e| e.param == field).map(|e| e.message.as_str())
     }
 
     fn invalid(&self, field: &str) -> &'static str {
@@ -147,12 +142,7 @@ fn build_page(
         })
         .collect();
     let trial = cs::trial_days(s.subscription_data.as_ref(), &data.items);
-    let recurring_total: i64 = data
-        .items
-        .iter()
-        .filter(|i| i.recurring.is_some())
-        .map(|i| i.amount_total)
-        .sum();
+    let recurring_total: i64 = data.items.iter().filter(|i| i.recurring.is_some()).map(|i| i.amount_total).sum();
     let recurring = data.items.iter().find_map(|i| i.recurring);
     let then_text = match (s.mode, recurring) {
         (SessionMode::Subscription, Some(r)) => {
@@ -172,11 +162,7 @@ fn build_page(
     let pay_label = match s.mode {
         SessionMode::Payment => format!("Pay {}", s.currency.format(s.amount_total)),
         SessionMode::Subscription
-            if trial.is_some()
-                || s.subscription_data
-                    .as_ref()
-                    .and_then(|d| d.trial_end)
-                    .is_some() =>
+            if trial.is_some() || s.subscription_data.as_ref().and_then(|d| d.trial_end).is_some() =>
         {
             "Start trial".to_string()
         }
@@ -205,11 +191,7 @@ fn build_page(
     let now = state.clock.now().to_datetime();
     CheckoutPage {
         asset_version: super::asset_version(),
-        merchant_name: if data.merchant_name.is_empty() {
-            "Checkout".into()
-        } else {
-            data.merchant_name.clone()
-        },
+        merchant_name: if data.merchant_name.is_empty() { "Checkout".into() } else { data.merchant_name.clone() },
         session_id: s.checkout_session_id.to_string(),
         test_mode: s.test_mode,
         lines,
@@ -229,11 +211,7 @@ fn build_page(
             .pending_action
             .as_ref()
             .map(|a| format!("/pay/c/{}/authenticate/{a}", s.checkout_session_id)),
-        today_hint: format!(
-            "{:02} / {:02}",
-            u8::from(now.month()),
-            (now.year() + 3) % 100
-        ),
+        today_hint: format!("{:02} / {:02}", u8::from(now.month()), (now.year() + 3) % 100),
     }
 }
 
@@ -243,34 +221,17 @@ fn prefill(data: &PageData) -> Entered {
     let c = data.customer.as_ref();
     let pick = |a: Option<&String>, b: Option<&String>| a.or(b).cloned().unwrap_or_default();
     Entered {
-        email: pick(
-            s.defaults.email.as_ref().or(s.customer_email.as_ref()),
-            c.and_then(|c| c.email.as_ref()),
-        ),
-        first_name: pick(
-            s.defaults.first_name.as_ref(),
-            c.and_then(|c| c.first_name.as_ref()),
-        ),
-        last_name: pick(
-            s.defaults.last_name.as_ref(),
-            c.and_then(|c| c.last_name.as_ref()),
-        ),
+        email: pick(s.defaults.email.as_ref().or(s.customer_email.as_ref()), c.and_then(|c| c.email.as_ref())),
+        first_name: pick(s.defaults.first_name.as_ref(), c.and_then(|c| c.first_name.as_ref())),
+        last_name: pick(s.defaults.last_name.as_ref(), c.and_then(|c| c.last_name.as_ref())),
         phone: pick(s.defaults.phone.as_ref(), c.and_then(|c| c.phone.as_ref())),
         ..Entered::default()
     }
 }
 
-fn render(
-    page: CheckoutPage,
-    status: StatusCode,
-    success_url: &str,
-) -> Result<HttpResponse, PageError> {
+fn render(page: CheckoutPage, status: StatusCode, success_url: &str) -> Result<HttpResponse, PageError> {
     let html = page.render().map_err(PageError::internal)?;
-    Ok(secure_html(
-        status,
-        html,
-        redirect_origin(success_url).as_deref(),
-    ))
+    Ok(secure_html(status, html, redirect_origin(success_url).as_deref()))
 }
 
 fn redirect_origin(url: &str) -> Option<String> {
@@ -307,33 +268,17 @@ fn settled_page(session: &CheckoutSession) -> Option<HttpResponse> {
 
 fn payment_received(session: &CheckoutSession) -> HttpResponse {
     let text = match session.mode {
-        SessionMode::Setup => {
-            "Your card has been saved. You can close this page or return to the store."
-        }
-        SessionMode::Subscription => {
-            "Thank you! Your subscription is active. A receipt is on its way to your email."
-        }
-        SessionMode::Payment => {
-            "Thank you! Your payment was received. A receipt is on its way to your email."
-        }
+        SessionMode::Setup => "Your card has been saved. You can close this page or return to the store.",
+        SessionMode::Subscription => "Thank you! Your subscription is active. A receipt is on its way to your email.",
+        SessionMode::Payment => "Thank you! Your payment was received. A receipt is on its way to your email.",
     };
-    let title = if session.mode == SessionMode::Setup {
-        "Card saved"
-    } else {
-        "Payment received"
-    };
+    let title = if session.mode == SessionMode::Setup { "Card saved" } else { "Payment received" };
     let back = session.success_redirect();
-    render_message(
-        StatusCode::OK,
-        title,
-        text,
-        back.as_deref().map(|u| (u, "Return to the store")),
-    )
+    render_message(StatusCode::OK, title, text, back.as_deref().map(|u| (u, "Return to the store")))
 }
 
 fn expired(session: &CheckoutSession) -> HttpResponse {
-    let link = (!session.cancel_url.is_empty())
-        .then_some((session.cancel_url.as_str(), "Return to the store"));
+    let link = (!session.cancel_url.is_empty()).then_some((session.cancel_url.as_str(), "Return to the store"));
     render_message(
         StatusCode::GONE,
         "This checkout link has expired",
@@ -343,37 +288,22 @@ fn expired(session: &CheckoutSession) -> HttpResponse {
 }
 
 fn locked() -> HttpResponse {
-    render_message(
-        StatusCode::FORBIDDEN,
-        "Too many attempts",
-        "Too many attempts. Please contact the merchant.",
-        None,
-    )
+    render_message(StatusCode::FORBIDDEN, "Too many attempts", "Too many attempts. Please contact the merchant.", None)
 }
 
 async fn load(state: &AppState, raw_id: &str) -> Result<PageData, PageError> {
     let id = parse_session_id(raw_id)?;
-    flow::load_page(state, &id)
-        .await
-        .map_err(flow_error)?
-        .ok_or(PageError::NotFound)
+    flow::load_page(state, &id).await.map_err(flow_error)?.ok_or(PageError::NotFound)
 }
 
-async fn show(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, PageError> {
+async fn show(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, PageError> {
     let data = load(&state, &path).await?;
     if let Some(page) = settled_page(&data.session) {
         return Ok(page);
     }
     let entered = prefill(&data);
     let success = data.session.success_url.clone();
-    render(
-        build_page(&state, &data, entered, Vec::new(), None),
-        StatusCode::OK,
-        &success,
-    )
+    render(build_page(&state, &data, entered, Vec::new(), None), StatusCode::OK, &success)
 }
 
 /// Form fields, in the order the browser sent them (checkbox groups repeat a name).
@@ -381,27 +311,15 @@ struct Form(Vec<(String, String)>);
 
 impl Form {
     fn parse(body: &[u8]) -> Form {
-        Form(
-            url::form_urlencoded::parse(body)
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-        )
+        Form(url::form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
     }
 
     fn get(&self, name: &str) -> &str {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
     }
 
     fn all(&self, name: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .collect()
+        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
     }
 }
 
@@ -440,10 +358,7 @@ fn parse_payment(
             String::new()
         }
         Err(_) => {
-            errors.push(FieldError::new(
-                "email",
-                "Enter a valid email address, like name@example.com.",
-            ));
+            errors.push(FieldError::new("email", "Enter a valid email address, like name@example.com."));
             String::new()
         }
     };
@@ -502,12 +417,7 @@ fn parse_payment(
         None
     };
     let lmn = match (s.letter_of_medical_necessity_required, s.visit_type) {
-        (true, Some(v)) => match Answers::parse(
-            v,
-            &entered.lmn_goals,
-            &entered.lmn_conditions,
-            entered.lmn_attest,
-        ) {
+        (true, Some(v)) => match Answers::parse(v, &entered.lmn_goals, &entered.lmn_conditions, entered.lmn_attest) {
             Ok(a) => Some(a),
             Err(es) => {
                 errors.extend(es);
@@ -530,17 +440,9 @@ fn parse_payment(
         }
     };
     match (errors.is_empty(), card) {
-        (true, Some(card)) => Ok(PaymentForm {
-            contact: Contact {
-                email,
-                first_name,
-                last_name,
-                phone,
-                shipping,
-                lmn,
-            },
-            card,
-        }),
+        (true, Some(card)) => {
+            Ok(PaymentForm { contact: Contact { email, first_name, last_name, phone, shipping, lmn }, card })
+        }
         _ => Err(errors),
     }
 }
@@ -552,23 +454,16 @@ async fn submit(
     body: web::Bytes,
 ) -> Result<HttpResponse, PageError> {
     if !origin_ok(&req, &state.settings.public_origin()) {
-        return Err(PageError::Forbidden(
-            "This form was sent from another site.",
-        ));
+        return Err(PageError::Forbidden("This form was sent from another site."));
     }
     let data = load(&state, &path).await?;
-    let form = Form::parse(&body);
-    if !csrf_ok(
-        &state.page_key,
-        data.session.checkout_session_id.as_str(),
-        form.get("csrf"),
-    ) {
-        return Err(PageError::Forbidden(
-            "This form has expired. Please reload the page and try again.",
-        ));
-    }
+    // A session that takes no payment answers the same to anyone; nothing changes.
     if let Some(page) = settled_page(&data.session) {
         return Ok(page);
+    }
+    let form = Form::parse(&body);
+    if !csrf_ok(&state.page_key, data.session.checkout_session_id.as_str(), form.get("csrf")) {
+        return Err(PageError::Forbidden("This form has expired. Please reload the page and try again."));
     }
     let entered = entered_from(&form);
     let now = state.clock.now().to_datetime();
@@ -581,9 +476,7 @@ async fn submit(
             return render(page, StatusCode::UNPROCESSABLE_ENTITY, &success_url);
         }
     };
-    let result = flow::pay(&state, &data.session.checkout_session_id, payment)
-        .await
-        .map_err(flow_error)?;
+    let result = flow::pay(&state, &data.session.checkout_session_id, payment).await.map_err(flow_error)?;
     outcome_response(&state, &data, entered, result).await
 }
 
@@ -604,18 +497,12 @@ async fn outcome_response(
                 .finish())
         }
         PayResult::RequiresAction { attempt } => Ok(HttpResponse::SeeOther()
-            .insert_header((
-                header::LOCATION,
-                format!("/pay/c/{id}/authenticate/{attempt}"),
-            ))
+            .insert_header((header::LOCATION, format!("/pay/c/{id}/authenticate/{attempt}")))
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .finish()),
         PayResult::Declined { message } => {
             // Reload so the decline count and any pending challenge are current.
-            let fresh = flow::load_page(state, id)
-                .await
-                .map_err(flow_error)?
-                .ok_or(PageError::NotFound)?;
+            let fresh = flow::load_page(state, id).await.map_err(flow_error)?.ok_or(PageError::NotFound)?;
             let page = build_page(state, &fresh, entered, Vec::new(), Some(message));
             render(page, StatusCode::PAYMENT_REQUIRED, &success_url)
         }
@@ -662,17 +549,12 @@ async fn show_challenge(
     }
     if data.pending_action.as_ref() != Some(&attempt) {
         return Ok(HttpResponse::SeeOther()
-            .insert_header((
-                header::LOCATION,
-                format!("/pay/c/{}", data.session.checkout_session_id),
-            ))
+            .insert_header((header::LOCATION, format!("/pay/c/{}", data.session.checkout_session_id)))
             .finish());
     }
     let row = {
         let mut conn = state.db.conn().await?;
-        crate::db::payments::get_attempt(&mut conn, &attempt)
-            .await?
-            .ok_or(PageError::NotFound)?
+        crate::db::payments::get_attempt(&mut conn, &attempt).await?.ok_or(PageError::NotFound)?
     };
     let page = ChallengePage {
         asset_version: super::asset_version(),
@@ -684,18 +566,11 @@ async fn show_challenge(
             row.card_last4.as_deref().unwrap_or("????")
         ),
         csrf: csrf_token(&state.page_key, data.session.checkout_session_id.as_str()),
-        action: format!(
-            "/pay/c/{}/authenticate/{attempt}",
-            data.session.checkout_session_id
-        ),
+        action: format!("/pay/c/{}/authenticate/{attempt}", data.session.checkout_session_id),
     };
     let success = data.session.success_url.clone();
     let html = page.render().map_err(PageError::internal)?;
-    Ok(secure_html(
-        StatusCode::OK,
-        html,
-        redirect_origin(&success).as_deref(),
-    ))
+    Ok(secure_html(StatusCode::OK, html, redirect_origin(&success).as_deref()))
 }
 
 async fn answer_challenge(
@@ -705,40 +580,22 @@ async fn answer_challenge(
     body: web::Bytes,
 ) -> Result<HttpResponse, PageError> {
     if !origin_ok(&req, &state.settings.public_origin()) {
-        return Err(PageError::Forbidden(
-            "This form was sent from another site.",
-        ));
+        return Err(PageError::Forbidden("This form was sent from another site."));
     }
     let (raw_id, raw_attempt) = path.into_inner();
     let data = load(&state, &raw_id).await?;
     let attempt = parse_attempt(&raw_attempt)?;
     let form = Form::parse(&body);
-    if !csrf_ok(
-        &state.page_key,
-        data.session.checkout_session_id.as_str(),
-        form.get("csrf"),
-    ) {
-        return Err(PageError::Forbidden(
-            "This form has expired. Please reload the page and try again.",
-        ));
+    if !csrf_ok(&state.page_key, data.session.checkout_session_id.as_str(), form.get("csrf")) {
+        return Err(PageError::Forbidden("This form has expired. Please reload the page and try again."));
     }
     let approved = match form.get("answer") {
         "approve" => true,
         "fail" => false,
-        _ => {
-            return Err(PageError::BadRequest(
-                "answer must be approve or fail".into(),
-            ))
-        }
+        _ => return Err(PageError::BadRequest("answer must be approve or fail".into())),
     };
-    let result = flow::authenticate(
-        &state,
-        &data.session.checkout_session_id,
-        &attempt,
-        approved,
-    )
-    .await
-    .map_err(flow_error)?;
+    let result =
+        flow::authenticate(&state, &data.session.checkout_session_id, &attempt, approved).await.map_err(flow_error)?;
     // Contact details come back from the attempt so the customer need not type them again.
     let entered = {
         let mut conn = state.db.conn().await?;
@@ -750,42 +607,14 @@ async fn answer_challenge(
                 first_name: c.first_name.unwrap_or_default(),
                 last_name: c.last_name.unwrap_or_default(),
                 phone: c.phone.unwrap_or_default(),
-                line1: c
-                    .shipping
-                    .as_ref()
-                    .and_then(|s| s.line1.clone())
-                    .unwrap_or_default(),
-                line2: c
-                    .shipping
-                    .as_ref()
-                    .and_then(|s| s.line2.clone())
-                    .unwrap_or_default(),
-                city: c
-                    .shipping
-                    .as_ref()
-                    .and_then(|s| s.city.clone())
-                    .unwrap_or_default(),
-                state: c
-                    .shipping
-                    .as_ref()
-                    .and_then(|s| s.state.clone())
-                    .unwrap_or_default(),
-                postal_code: c
-                    .shipping
-                    .as_ref()
-                    .and_then(|s| s.postal_code.clone())
-                    .unwrap_or_default(),
-                country: c
-                    .shipping
-                    .as_ref()
-                    .and_then(|s| s.country.clone())
-                    .unwrap_or_default(),
+                line1: c.shipping.as_ref().and_then(|s| s.line1.clone()).unwrap_or_default(),
+                line2: c.shipping.as_ref().and_then(|s| s.line2.clone()).unwrap_or_default(),
+                city: c.shipping.as_ref().and_then(|s| s.city.clone()).unwrap_or_default(),
+                state: c.shipping.as_ref().and_then(|s| s.state.clone()).unwrap_or_default(),
+                postal_code: c.shipping.as_ref().and_then(|s| s.postal_code.clone()).unwrap_or_default(),
+                country: c.shipping.as_ref().and_then(|s| s.country.clone()).unwrap_or_default(),
                 lmn_goals: c.lmn.as_ref().map(|l| l.goals.clone()).unwrap_or_default(),
-                lmn_conditions: c
-                    .lmn
-                    .as_ref()
-                    .map(|l| l.conditions.clone())
-                    .unwrap_or_default(),
+                lmn_conditions: c.lmn.as_ref().map(|l| l.conditions.clone()).unwrap_or_default(),
                 lmn_attest: c.lmn.as_ref().map(|l| l.attested).unwrap_or(false),
             })
             .unwrap_or_else(|| prefill(&data))

@@ -20,8 +20,7 @@ use crate::error::PageError;
 struct Assets;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/static/{file}").route(web::get().to(asset)))
-        .configure(checkout::routes);
+    cfg.service(web::resource("/static/{file}").route(web::get().to(asset))).configure(checkout::routes);
 }
 
 /// A short hash of every static file, added to their URLs so browsers can cache them for good.
@@ -57,11 +56,7 @@ async fn asset(path: web::Path<String>) -> HttpResponse {
 
 /// The headers every page gets. `extra_form_origin` is where a form on this page may redirect to
 /// (the merchant's success URL), which Chrome checks against `form-action`.
-pub fn secure_html(
-    status: StatusCode,
-    html: String,
-    extra_form_origin: Option<&str>,
-) -> HttpResponse {
+pub fn secure_html(status: StatusCode, html: String, extra_form_origin: Option<&str>) -> HttpResponse {
     let form_action = match extra_form_origin {
         Some(origin) => format!("'self' {origin}"),
         None => "'self'".to_string(),
@@ -91,12 +86,7 @@ struct MessagePage<'a> {
 }
 
 /// A page with a heading, a sentence and maybe one link (as `(href, label)`).
-pub fn render_message(
-    status: StatusCode,
-    title: &str,
-    text: &str,
-    link: Option<(&str, &str)>,
-) -> HttpResponse {
+pub fn render_message(status: StatusCode, title: &str, text: &str, link: Option<(&str, &str)>) -> HttpResponse {
     render_message_page(status, title, text, link, None)
 }
 
@@ -107,13 +97,7 @@ pub fn render_message_page(
     link: Option<(&str, &str)>,
     refresh: Option<&str>,
 ) -> HttpResponse {
-    let page = MessagePage {
-        title,
-        text,
-        link,
-        asset_version: asset_version(),
-        refresh,
-    };
+    let page = MessagePage { title, text, link, asset_version: asset_version(), refresh };
     match page.render() {
         Ok(html) => secure_html(status, html, None),
         Err(e) => {
@@ -132,9 +116,7 @@ pub fn not_found_page() -> HttpResponse {
 /// Anything outside the API and the pages: a friendly 404 page.
 pub async fn fallback(req: HttpRequest) -> HttpResponse {
     if req.path().starts_with("/v1") {
-        return actix_web::ResponseError::error_response(&crate::error::ApiError::route_not_found(
-            req.path(),
-        ));
+        return actix_web::ResponseError::error_response(&crate::error::ApiError::route_not_found(req.path()));
     }
     not_found_page()
 }
