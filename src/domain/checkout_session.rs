@@ -216,6 +216,83 @@ mod tests {
         }
     }
 
+    fn session(status: SessionStatus, success_url: &str) -> CheckoutSession {
+        let now = Timestamp::from_unix_seconds(1_714_156_917);
+        CheckoutSession {
+            allow_promotion_codes: false,
+            amount_total: 4999,
+            amount_subtotal: 4999,
+            cancel_url: String::new(),
+            capture_method: CaptureMethod::Automatic,
+            checkout_session_id: CheckoutSessionId::parse("fcs_01HWDVDMWQT1N8TJJYDWKW4ZHZ").unwrap(),
+            created_at: now,
+            customer: None,
+            customer_email: None,
+            defaults: Defaults::default(),
+            expires_at: now.plus_seconds(DEFAULT_LIFETIME_SECONDS),
+            invoice: None,
+            hsa_fsa_eligible: false,
+            letter_of_medical_necessity_required: false,
+            metadata: None,
+            mode: SessionMode::Payment,
+            multiple_subscriptions: false,
+            payment_intent_id: None,
+            redirect_url: String::new(),
+            setup_intent: None,
+            shipping_options: None,
+            shipping_address_collection: false,
+            shipping_details: None,
+            status,
+            success_url: success_url.to_string(),
+            subscription: None,
+            tax_rate: None,
+            test_mode: true,
+            total_details: TotalDetails { amount_discount: 0, amount_tax: None, amount_shipping: None },
+            visit_type: None,
+            payment_status: PaymentStatus::Unpaid,
+            currency: Currency::USD,
+            client_reference_id: None,
+            completed_at: None,
+            setup_future_use: None,
+            subscription_data: None,
+            decline_count: 0,
+        }
+    }
+
+    #[test]
+    fn an_open_session_reads_as_expired_from_its_expiry_on() {
+        let s = session(SessionStatus::Open, "");
+        assert_eq!(s.status_at(s.expires_at.plus_seconds(-1)), SessionStatus::Open);
+        assert_eq!(s.status_at(s.expires_at), SessionStatus::Expired);
+        let done = session(SessionStatus::Complete, "");
+        assert_eq!(done.status_at(done.expires_at.plus_seconds(10)), SessionStatus::Complete);
+        let presented = session(SessionStatus::Open, "").present("http://localhost:3000/", s.expires_at);
+        assert_eq!(presented.status, SessionStatus::Expired);
+        assert_eq!(presented.redirect_url, "http://localhost:3000/pay/c/fcs_01HWDVDMWQT1N8TJJYDWKW4ZHZ");
+    }
+
+    #[test]
+    fn the_success_url_gets_the_session_id() {
+        let s = session(SessionStatus::Complete, "https://shop.example/ok?id={CHECKOUT_SESSION_ID}");
+        assert_eq!(s.success_redirect().unwrap(), "https://shop.example/ok?id=fcs_01HWDVDMWQT1N8TJJYDWKW4ZHZ");
+        assert_eq!(session(SessionStatus::Complete, "").success_redirect(), None);
+    }
+
+    #[test]
+    fn five_declines_lock_and_which_sessions_keep_the_card() {
+        let mut s = session(SessionStatus::Open, "");
+        s.decline_count = MAX_DECLINES - 1;
+        assert!(!s.is_locked());
+        s.decline_count = MAX_DECLINES;
+        assert!(s.is_locked());
+        assert!(!s.saves_card());
+        s.setup_future_use = Some("off_session".into());
+        assert!(s.saves_card());
+        s.mode = SessionMode::Setup;
+        s.setup_future_use = None;
+        assert!(s.saves_card());
+    }
+
     #[test]
     fn trials_make_recurring_lines_free_today() {
         let items = vec![item(4999, 1, true), item(1000, 2, false)];

@@ -43,7 +43,7 @@ wire_enum!(PriceType {
 pub const MAX_INTERVAL_COUNT: u32 = 365;
 pub const MAX_TRIAL_DAYS: u32 = 730;
 /// The largest amount we accept: Stripe's own limit of eight digits in the major unit.
-pub const MAX_UNIT_AMOUNT: i64 = 99_999_999_99;
+pub const MAX_UNIT_AMOUNT: i64 = 9_999_999_999;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Recurring {
