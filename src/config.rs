@@ -55,6 +55,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HTTP_WORKERS")]
     pub http_workers: Option<usize>,
 
+    /// Card payments a single client address may attempt per minute, across all sessions
+    /// (card-testing defence).
+    #[arg(long, env = "PAY_ATTEMPTS_PER_IP_PER_MINUTE", default_value_t = 30)]
+    pub pay_attempts_per_ip_per_minute: u32,
+
     /// Log as JSON lines (for production log collectors) instead of text.
     #[arg(long, env = "LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -68,6 +73,7 @@ impl Default for ServeArgs {
             public_url: None,
             database_max_connections: 16,
             http_workers: None,
+            pay_attempts_per_ip_per_minute: 30,
             log_json: false,
         }
     }
@@ -125,6 +131,7 @@ pub struct Settings {
     pub public_url: String,
     pub database_max_connections: u32,
     pub http_workers: Option<usize>,
+    pub pay_attempts_per_ip_per_minute: u32,
 }
 
 impl Settings {
@@ -143,6 +150,9 @@ impl Settings {
                 "PUBLIC_URL `{public_url}` must not have a path or query (checkout links are /pay/c/<id> under it)"
             );
         }
+        if args.pay_attempts_per_ip_per_minute == 0 {
+            anyhow::bail!("PAY_ATTEMPTS_PER_IP_PER_MINUTE must be at least 1");
+        }
         if args.database_max_connections == 0 {
             anyhow::bail!("DATABASE_MAX_CONNECTIONS must be at least 1");
         }
@@ -153,6 +163,7 @@ impl Settings {
             public_url,
             database_max_connections: args.database_max_connections,
             http_workers: args.http_workers,
+            pay_attempts_per_ip_per_minute: args.pay_attempts_per_ip_per_minute,
         })
     }
 

@@ -176,6 +176,7 @@ pub enum PageError {
     NotFound,
     Forbidden(&'static str),
     BadRequest(String),
+    TooLarge,
     Internal(String),
 }
 
@@ -192,6 +193,7 @@ impl std::fmt::Display for PageError {
             PageError::NotFound => f.write_str("not found"),
             PageError::Forbidden(why) => write!(f, "forbidden: {why}"),
             PageError::BadRequest(why) => write!(f, "bad request: {why}"),
+            PageError::TooLarge => f.write_str("form too large"),
             PageError::Internal(_) => f.write_str("internal error"),
         }
     }
@@ -215,6 +217,7 @@ impl ResponseError for PageError {
             PageError::NotFound => StatusCode::NOT_FOUND,
             PageError::Forbidden(_) => StatusCode::FORBIDDEN,
             PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            PageError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             PageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -228,6 +231,9 @@ impl ResponseError for PageError {
             PageError::Forbidden(why) => ("This request was refused", *why),
             PageError::BadRequest(_) => {
                 ("Something in this request was not right", "Please go back, reload the page and try again.")
+            }
+            PageError::TooLarge => {
+                ("That was more than this form takes", "Please shorten what you typed and try again.")
             }
             PageError::Internal(_) => (
                 "Something went wrong",

@@ -2,6 +2,7 @@
 //! and the workers. `main` and the tests both start the server through here.
 
 use std::net::TcpListener;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
@@ -49,7 +50,16 @@ impl Application {
     ) -> anyhow::Result<Application> {
         let page_key = page_key(&db).await?;
         let gateway: Arc<dyn PaymentGateway> = Arc::new(SandboxGateway::new(db.clone(), clock.clone()));
-        let state = AppState { db, gateway, clock, settings: Arc::new(settings.clone()), page_key: Arc::new(page_key) };
+        let per_minute = NonZeroU32::new(settings.pay_attempts_per_ip_per_minute).unwrap_or(NonZeroU32::MIN);
+        let pay_limiter = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute)));
+        let state = AppState {
+            db,
+            gateway,
+            clock,
+            settings: Arc::new(settings.clone()),
+            page_key: Arc::new(page_key),
+            pay_limiter,
+        };
         let port = listener.local_addr()?.port();
         let data = web::Data::new(state.clone());
         let mut server = HttpServer::new(move || {

@@ -1,7 +1,10 @@
 //! What every request handler, flow and worker shares: the database, the gateway, the clock and
 //! the settings.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+
+use governor::DefaultKeyedRateLimiter;
 
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -16,4 +19,6 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Signs the CSRF tokens of the hosted pages; shared by every instance through the database.
     pub page_key: Arc<Vec<u8>>,
+    /// Card payments per client address per minute, kept in this instance's memory.
+    pub pay_limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
 }

@@ -91,3 +91,10 @@ pub async fn release(conn: &mut Conn, owner: &Owner, key: &str) -> Result<(), sq
     .await?;
     Ok(())
 }
+
+/// Drops records past their retention; returns how many.
+pub async fn delete_older_than(conn: &mut Conn, before: Timestamp) -> Result<u64, sqlx::Error> {
+    let done =
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1").bind(before.micros()).execute(conn).await?;
+    Ok(done.rows_affected())
+}

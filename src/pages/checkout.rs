@@ -19,15 +19,8 @@ use crate::state::AppState;
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/pay/c/{id}")
-            .app_data(web::PayloadConfig::new(MAX_FORM_BYTES))
-            .route(web::get().to(show))
-            .route(web::post().to(submit)),
-    )
-    .service(
+    cfg.service(web::resource("/pay/c/{id}").route(web::get().to(show)).route(web::post().to(submit))).service(
         web::resource("/pay/c/{id}/authenticate/{attempt}")
-            .app_data(web::PayloadConfig::new(MAX_FORM_BYTES))
             .route(web::get().to(show_challenge))
             .route(web::post().to(answer_challenge)),
     );
@@ -451,8 +444,9 @@ async fn submit(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
+    let body = super::read_form(payload, MAX_FORM_BYTES).await?;
     if !origin_ok(&req, &state.settings.public_origin()) {
         return Err(PageError::Forbidden("This form was sent from another site."));
     }
@@ -476,6 +470,18 @@ async fn submit(
             return render(page, StatusCode::UNPROCESSABLE_ENTITY, &success_url);
         }
     };
+    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
+        if state.pay_limiter.check_key(&ip).is_err() {
+            let mut res = render_message(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many payment attempts",
+                "Too many payment attempts from your network. Please wait a minute and try again.",
+                None,
+            );
+            res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+            return Ok(res);
+        }
+    }
     let result = flow::pay(&state, &data.session.checkout_session_id, payment).await.map_err(flow_error)?;
     outcome_response(&state, &data, entered, result).await
 }
@@ -577,8 +583,9 @@ async fn answer_challenge(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
+    let body = super::read_form(payload, MAX_FORM_BYTES).await?;
     if !origin_ok(&req, &state.settings.public_origin()) {
         return Err(PageError::Forbidden("This form was sent from another site."));
     }

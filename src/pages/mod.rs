@@ -121,6 +121,20 @@ pub async fn fallback(req: HttpRequest) -> HttpResponse {
     not_found_page()
 }
 
+/// Reads a form body, refusing more than `limit` bytes with a page (not a bare error).
+pub async fn read_form(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, PageError> {
+    use futures_util::StreamExt;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| PageError::BadRequest("the form could not be read".into()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(PageError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// The CSRF token for forms about `subject` (a session id): an HMAC under the server's page key.

@@ -1,19 +1,21 @@
-//! Background work found in the database: session expiry and payment reconciliation. Each pass
-//! does a bounded batch; several instances may run them at once because every change is a
-//! conditional update that only one of them wins.
+//! Background work found in the database: session expiry, payment reconciliation and clean-up.
+//! Each pass does a bounded batch; several instances may run them at once because every change is
+//! a conditional update that only one of them wins.
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::api::idempotency::RETENTION_SECONDS;
+use crate::db;
 use crate::flows::checkout;
 use crate::state::AppState;
 
 /// How often the workers look for due work.
 pub const TICK: Duration = Duration::from_secs(5);
 
-/// One pass of every worker; returns how many items were handled. Tests call this directly
-/// instead of waiting for the timer.
+/// One pass of every worker; returns how many sessions and payments were settled. Tests call this
+/// directly instead of waiting for the timer.
 pub async fn run_once(state: &AppState) -> usize {
     let mut handled = 0;
     match checkout::expire_due(state, 200).await {
@@ -24,7 +26,22 @@ pub async fn run_once(state: &AppState) -> usize {
         Ok(n) => handled += n,
         Err(e) => tracing::warn!(error = ?e, "payment reconciliation pass failed"),
     }
+    clean_up(state).await;
     handled
+}
+
+/// Forgets what is no longer needed: idempotency records past retention, and rate-limit state of
+/// addresses that have fully recovered (so memory stays bounded).
+async fn clean_up(state: &AppState) {
+    state.pay_limiter.retain_recent();
+    let before = state.clock.now().plus_seconds(-RETENTION_SECONDS);
+    let result = match state.db.conn().await {
+        Ok(mut conn) => db::idempotency::delete_older_than(&mut conn, before).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "idempotency clean-up failed");
+    }
 }
 
 /// Runs the workers until `stop` turns true; stops between passes, never inside one.

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{spawn_app, TestApp};
+use crate::common::{spawn_app, spawn_app_with, TestApp};
 
 async fn page(app: &TestApp, id: &str) -> (u16, String) {
     let r = app.client.get(format!("{}/pay/c/{id}", app.address)).send().await.unwrap();
@@ -106,7 +106,7 @@ async fn paying_the_seed_session_with_4242_completes_everything_once() {
     let sub = app.get(&format!("/v1/subscriptions/{sub}")).await.body;
     assert_eq!(sub["subscription_status"], "ACTIVE");
     assert_eq!(sub["billing_period"], "MONTH");
-    assert_eq!(sub["plan_id"].as_str().unwrap().starts_with("fprice_"), true);
+    assert!(sub["plan_id"].as_str().unwrap().starts_with("fprice_"));
     let start = time::OffsetDateTime::parse(
         sub["current_period_start"].as_str().unwrap(),
         &time::format_description::well_known::Rfc3339,
@@ -443,4 +443,28 @@ async fn merchant_text_is_escaped_on_the_page() {
     assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"));
     assert!(!html.contains("<img src=x"));
     assert!(!html.contains("\"><script>x"));
+}
+
+#[tokio::test]
+async fn one_address_cannot_try_cards_without_limit_across_sessions() {
+    let app = spawn_app_with(|s| s.pay_attempts_per_ip_per_minute = 3).await;
+    let price = app.one_time_price("Class pack", 2500).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let s = app.create_session(json!({"mode": "payment", "line_items": [{"price": price}]})).await;
+        let id = s.body["checkout_session"]["checkout_session_id"].as_str().unwrap().to_string();
+        statuses.push(pay(&app, &id, "4000000000000002", &[]).await.status);
+    }
+    assert_eq!(statuses, vec![402, 402, 402, 429]);
+    assert_eq!(app.count("payment_attempts").await, 3);
+}
+
+#[tokio::test]
+async fn an_oversized_form_gets_a_page_not_an_error_dump() {
+    let app = spawn_app().await;
+    let id = seed_session(&app).await;
+    let big = "x".repeat(100_000);
+    let r = post_form(&app, &format!("/pay/c/{id}"), &[("email", big.as_str())]).await;
+    assert_eq!(r.status, 413);
+    assert!(r.html.contains("<h1>"), "{}", &r.html[..r.html.len().min(200)]);
 }

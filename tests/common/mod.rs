@@ -56,19 +56,36 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_on(database_url, dir, true).await
 }
 
+/// A server whose settings the test adjusts first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let (database_url, dir) = fresh_database().await;
+    spawn(database_url, dir, true, adjust).await
+}
+
 /// A second server on the same database (several instances behind a load balancer).
 pub async fn spawn_app_on(database_url: String, dir: Option<tempfile::TempDir>, with_keys: bool) -> TestApp {
+    spawn(database_url, dir, with_keys, |_| {}).await
+}
+
+async fn spawn(
+    database_url: String,
+    dir: Option<tempfile::TempDir>,
+    with_keys: bool,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     let port = listener.local_addr().unwrap().port();
     let address = format!("http://127.0.0.1:{port}");
-    let settings = Settings {
+    let mut settings = Settings {
         database_url: database_url.clone(),
         host: "127.0.0.1".into(),
         port,
         public_url: address.clone(),
         database_max_connections: 8,
         http_workers: Some(2),
+        pay_attempts_per_ip_per_minute: 1000,
     };
+    adjust(&mut settings);
     let db = Db::connect(&database_url, 8).await.expect("connect");
     db.migrate().await.expect("migrate");
     let clock = Clock::system();
