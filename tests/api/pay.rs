@@ -468,3 +468,106 @@ async fn an_oversized_form_gets_a_page_not_an_error_dump() {
     assert_eq!(r.status, 413);
     assert!(r.html.contains("<h1>"), "{}", &r.html[..r.html.len().min(200)]);
 }
+
+/// Starts a payment the way the page does, up to the gateway's answer, and stops there as if the
+/// process had died before recording it. Returns the attempt id.
+async fn pay_and_die(app: &TestApp, id: &str, card: &str, reach_gateway: bool) -> String {
+    use flex_checkout::domain::card::CardInput;
+    use flex_checkout::domain::ids::{CheckoutSessionId, PaymentAttemptId};
+    use flex_checkout::gateway::ChargeRequest;
+    let state = &app.state;
+    let session_id = CheckoutSessionId::parse(id).unwrap();
+    let card = CardInput::parse(card, "12/34", "123", "", (2026, 1)).unwrap();
+    let saved = state.gateway.save_card(&card).await.unwrap();
+    let attempt = PaymentAttemptId::generate();
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await.unwrap();
+    let owned = flex_checkout::db::checkout_sessions::get_any(&mut tx, &session_id).await.unwrap().unwrap();
+    assert!(flex_checkout::db::checkout_sessions::claim_for_payment(&mut tx, &session_id, &attempt, now, now, 5)
+        .await
+        .unwrap());
+    flex_checkout::db::payments::insert_attempt(
+        &mut tx,
+        flex_checkout::db::payments::NewAttempt {
+            id: &attempt,
+            owner: &owned.owner,
+            session: &session_id,
+            amount: owned.session.amount_total,
+            currency: owned.session.currency,
+            contact: r#"{"email":"crash@example.com","first_name":null,"last_name":null,"phone":null,"shipping":null,"lmn":null}"#,
+            card: Some(&saved.details),
+            gateway: state.gateway.name(),
+            gateway_ref: Some(&saved.gateway_ref),
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    if reach_gateway {
+        state
+            .gateway
+            .charge(ChargeRequest {
+                idempotency_key: attempt.as_str(),
+                card_ref: &saved.gateway_ref,
+                amount: owned.session.amount_total,
+                currency: owned.session.currency,
+                off_session: false,
+            })
+            .await
+            .unwrap();
+    }
+    attempt.to_string()
+}
+
+#[tokio::test]
+async fn a_payment_whose_process_died_after_the_charge_is_completed_by_the_reconciler() {
+    let app = spawn_app().await;
+    let price = app.one_time_price("Class pack", 2500).await;
+    let s = app.create_session(json!({"mode": "payment", "line_items": [{"price": price}]})).await;
+    let id = s.body["checkout_session"]["checkout_session_id"].as_str().unwrap().to_string();
+    pay_and_die(&app, &id, "4242424242424242", true).await;
+    assert_eq!(session(&app, &id).await["status"], "open");
+    assert_eq!(app.run_workers().await, 0, "too fresh to be presumed dead");
+    app.state.clock.advance_seconds(121);
+    assert_eq!(app.run_workers().await, 1);
+    let s = session(&app, &id).await;
+    assert_eq!(s["status"], "complete");
+    assert_eq!(s["customer_email"], "crash@example.com");
+    assert_eq!(app.count("payment_intents").await, 1);
+    assert_eq!(app.run_workers().await, 0, "settled once");
+}
+
+#[tokio::test]
+async fn a_payment_that_never_reached_the_gateway_frees_the_session() {
+    let app = spawn_app().await;
+    let price = app.one_time_price("Class pack", 2500).await;
+    let s = app.create_session(json!({"mode": "payment", "line_items": [{"price": price}]})).await;
+    let id = s.body["checkout_session"]["checkout_session_id"].as_str().unwrap().to_string();
+    pay_and_die(&app, &id, "4242424242424242", false).await;
+    app.state.clock.advance_seconds(121);
+    assert_eq!(app.run_workers().await, 1);
+    assert_eq!(session(&app, &id).await["status"], "open");
+    assert_eq!(app.count("payment_intents").await, 0);
+    let r = pay(&app, &id, "4242424242424242", &[]).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(session(&app, &id).await["status"], "complete");
+}
+
+#[tokio::test]
+async fn an_unanswered_challenge_is_canceled_after_its_timeout() {
+    let app = spawn_app().await;
+    let price = app.one_time_price("Class pack", 2500).await;
+    let s = app.create_session(json!({"mode": "payment", "line_items": [{"price": price}], "expires_at": app.state.clock.now().unix_seconds() + 7200})).await;
+    let id = s.body["checkout_session"]["checkout_session_id"].as_str().unwrap().to_string();
+    let r = pay(&app, &id, "4000002760003184", &[]).await;
+    assert!(r.location.unwrap().contains("/authenticate/"));
+    app.state.clock.advance_seconds(14 * 60);
+    assert_eq!(app.run_workers().await, 0);
+    app.state.clock.advance_seconds(2 * 60);
+    assert_eq!(app.run_workers().await, 1);
+    let (status, html) = page(&app, &id).await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("Continue to authentication"));
+    assert_eq!(session(&app, &id).await["status"], "open");
+}
