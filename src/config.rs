@@ -6,10 +6,19 @@ use clap::{Args, Parser, Subcommand};
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/flex-checkout.db";
 
 #[derive(Debug, Parser)]
-#[command(name = "flex-checkout", version, about = "Hosted checkout and subscription billing server")]
+#[command(
+    name = "flex-checkout",
+    version,
+    about = "Hosted checkout and subscription billing server",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    /// Flags of `serve`, which runs when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
 
     /// Database: `sqlite://path/to/file.db` or `postgres://user:pass@host/db`.
     #[arg(long, env = "DATABASE_URL", global = true, default_value = DEFAULT_DATABASE_URL)]

@@ -29,7 +29,7 @@ fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let database_url = cli.database_url;
     match cli.command {
-        None => serve(database_url, ServeArgs::parse_from_env()).await,
+        None => serve(database_url, cli.serve).await,
         Some(Command::Serve(args)) => serve(database_url, args).await,
         Some(Command::Migrate) => {
             let db = open(&database_url).await?;
@@ -40,22 +40,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Merchants(cmd)) => merchants(&database_url, cmd).await,
         Some(Command::Keys(cmd)) => keys_command(&database_url, cmd).await,
         Some(Command::Demo(args)) => demo(&database_url, args).await,
-    }
-}
-
-trait FromEnv {
-    fn parse_from_env() -> Self;
-}
-
-impl FromEnv for ServeArgs {
-    /// `flex-checkout` with no subcommand serves with the flags' environment variables.
-    fn parse_from_env() -> ServeArgs {
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            serve: ServeArgs,
-        }
-        Only::parse_from(["flex-checkout"]).serve
     }
 }
 
