@@ -87,7 +87,6 @@ struct CheckoutPage {
     csrf: String,
     cancel_url: String,
     pending_action: Option<String>,
-    today_hint: String,
 }
 
 impl CheckoutPage {
@@ -181,7 +180,6 @@ fn build_page(
         }
         _ => None,
     };
-    let now = state.clock.now().to_datetime();
     CheckoutPage {
         asset_version: super::asset_version(),
         merchant_name: if data.merchant_name.is_empty() { "Checkout".into() } else { data.merchant_name.clone() },
@@ -204,7 +202,6 @@ fn build_page(
             .pending_action
             .as_ref()
             .map(|a| format!("/pay/c/{}/authenticate/{a}", s.checkout_session_id)),
-        today_hint: format!("{:02} / {:02}", u8::from(now.month()), (now.year() + 3) % 100),
     }
 }
 
@@ -451,7 +448,16 @@ async fn submit(
         return Err(PageError::Forbidden("This form was sent from another site."));
     }
     let data = load(&state, &path).await?;
-    // A session that takes no payment answers the same to anyone; nothing changes.
+    // A session that takes no payment answers the same to anyone; nothing changes. A second tab
+    // that pays a session already paid goes where the first one went.
+    if data.session.status == SessionStatus::Complete {
+        if let Some(to) = data.session.success_redirect() {
+            return Ok(HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, to))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish());
+        }
+    }
     if let Some(page) = settled_page(&data.session) {
         return Ok(page);
     }
