@@ -120,29 +120,12 @@ CREATE TABLE checkout_sessions (
     expires_at BIGINT NOT NULL,
     created_at BIGINT NOT NULL,
     completed_at BIGINT,
-    expired_at BIGINT
+    expired_at BIGINT,
+    -- The line items: an immutable JSON snapshot of the prices and products at creation.
+    line_items TEXT NOT NULL
 );
 CREATE INDEX checkout_sessions_owner ON checkout_sessions (merchant_id, livemode, id);
 CREATE INDEX checkout_sessions_open_expiry ON checkout_sessions (status, expires_at);
-
-CREATE TABLE checkout_line_items (
-    id TEXT PRIMARY KEY,
-    session_id TEXT NOT NULL REFERENCES checkout_sessions (id),
-    position BIGINT NOT NULL,
-    price_id TEXT NOT NULL REFERENCES prices (id),
-    product_id TEXT NOT NULL REFERENCES products (id),
-    name TEXT NOT NULL,
-    description TEXT,
-    quantity BIGINT NOT NULL,
-    unit_amount BIGINT NOT NULL,
-    currency TEXT NOT NULL,
-    amount_subtotal BIGINT NOT NULL,
-    amount_total BIGINT NOT NULL,
-    recurring_interval TEXT,
-    recurring_interval_count BIGINT,
-    trial_period_days BIGINT
-);
-CREATE INDEX checkout_line_items_session ON checkout_line_items (session_id, position);
 
 CREATE TABLE consultations (
     id TEXT PRIMARY KEY,

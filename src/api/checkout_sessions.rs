@@ -411,11 +411,11 @@ async fn list(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> Resul
 async fn line_items(state: web::Data<AppState>, auth: Auth, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let mut conn = state.db.conn().await?;
-    if db::checkout_sessions::get(&mut conn, &auth.owner, &id).await?.is_none() {
-        return Err(ApiError::not_found("checkout session", &path));
-    }
-    let items = db::checkout_sessions::line_items(&mut conn, &id).await?;
-    Ok(json_response(StatusCode::OK, &json!({ "line_items": items, "has_more": false })))
+    let owned = db::checkout_sessions::get_any(&mut conn, &id)
+        .await?
+        .filter(|o| o.owner == auth.owner)
+        .ok_or_else(|| ApiError::not_found("checkout session", &path))?;
+    Ok(json_response(StatusCode::OK, &json!({ "line_items": owned.items, "has_more": false })))
 }
 
 async fn expire(

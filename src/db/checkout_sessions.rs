@@ -1,4 +1,5 @@
-//! Checkout sessions and their line items.
+//! Checkout sessions. A session's line items are an immutable snapshot of its prices, stored as a
+//! JSON document in the session's own row, so one read gives the whole session.
 
 use super::{flag, Arg, Conn, Cursor, Page, Sql};
 use crate::domain::checkout_session::{
@@ -50,6 +51,7 @@ struct SessionRow {
     expires_at: i64,
     created_at: i64,
     completed_at: Option<i64>,
+    line_items: String,
 }
 
 /// A stored session with who owns it (the page reads sessions without an API key).
@@ -57,6 +59,78 @@ struct SessionRow {
 pub struct OwnedSession {
     pub owner: Owner,
     pub session: CheckoutSession,
+    pub items: Vec<LineItem>,
+}
+
+/// How a line item is kept inside its session's row.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredLineItem {
+    id: String,
+    price: String,
+    product: String,
+    name: String,
+    description: Option<String>,
+    quantity: i64,
+    unit_amount: i64,
+    currency: String,
+    amount_subtotal: i64,
+    amount_total: i64,
+    interval: Option<String>,
+    interval_count: Option<u32>,
+    trial_period_days: Option<u32>,
+}
+
+impl From<&LineItem> for StoredLineItem {
+    fn from(i: &LineItem) -> StoredLineItem {
+        StoredLineItem {
+            id: i.line_item_id.to_string(),
+            price: i.price.to_string(),
+            product: i.product.to_string(),
+            name: i.description.clone(),
+            description: i.product_description.clone(),
+            quantity: i.quantity,
+            unit_amount: i.unit_amount,
+            currency: i.currency.code(),
+            amount_subtotal: i.amount_subtotal,
+            amount_total: i.amount_total,
+            interval: i.recurring.map(|r| r.interval.as_str().to_string()),
+            interval_count: i.recurring.map(|r| r.interval_count),
+            trial_period_days: i.recurring.and_then(|r| r.trial_period_days),
+        }
+    }
+}
+
+impl From<StoredLineItem> for LineItem {
+    fn from(i: StoredLineItem) -> LineItem {
+        LineItem {
+            line_item_id: LineItemId::from_trusted(i.id),
+            price: PriceId::from_trusted(i.price),
+            product: ProductId::from_trusted(i.product),
+            description: i.name,
+            product_description: i.description,
+            quantity: i.quantity,
+            unit_amount: i.unit_amount,
+            currency: Currency::parse(&i.currency).unwrap_or(Currency::USD),
+            amount_subtotal: i.amount_subtotal,
+            amount_total: i.amount_total,
+            recurring: i.interval.as_deref().and_then(Interval::from_wire).map(|interval| Recurring {
+                interval,
+                interval_count: i.interval_count.unwrap_or(1).max(1),
+                trial_period_days: i.trial_period_days,
+            }),
+        }
+    }
+}
+
+fn items_json(items: &[LineItem]) -> String {
+    let stored: Vec<StoredLineItem> = items.iter().map(StoredLineItem::from).collect();
+    serde_json::to_string(&stored).unwrap_or_else(|_| "[]".into())
+}
+
+fn items_from(raw: &str) -> Vec<LineItem> {
+    serde_json::from_str::<Vec<StoredLineItem>>(raw)
+        .map(|items| items.into_iter().map(LineItem::from).collect())
+        .unwrap_or_default()
 }
 
 impl From<SessionRow> for OwnedSession {
@@ -110,7 +184,11 @@ impl From<SessionRow> for OwnedSession {
             (SessionStatus::Complete, _) => PaymentStatus::Paid,
             _ => PaymentStatus::Unpaid,
         };
-        OwnedSession { owner: Owner { merchant_id: MerchantId::from_trusted(r.merchant_id), mode }, session }
+        OwnedSession {
+            owner: Owner { merchant_id: MerchantId::from_trusted(r.merchant_id), mode },
+            session,
+            items: items_from(&r.line_items),
+        }
     }
 }
 
@@ -118,7 +196,7 @@ const COLUMNS: &str = "id, merchant_id, livemode, mode, status, currency, amount
     success_url, cancel_url, customer_id, customer_email, defaults, client_reference_id, metadata, \
     allow_promotion_codes, shipping_address_collection, capture_method, setup_future_use, \
     subscription_data, hsa_fsa_eligible, lmn_required, visit_type, payment_intent_id, setup_intent, \
-    subscription_id, invoice_id, shipping_details, decline_count, expires_at, created_at, completed_at";
+    subscription_id, invoice_id, shipping_details, decline_count, expires_at, created_at, completed_at, line_items";
 
 pub async fn insert(
     conn: &mut Conn,
@@ -131,9 +209,9 @@ pub async fn insert(
             amount_total, success_url, cancel_url, customer_id, customer_email, defaults,
             client_reference_id, metadata, allow_promotion_codes, shipping_address_collection,
             capture_method, setup_future_use, subscription_data, hsa_fsa_eligible, lmn_required,
-            visit_type, expires_at, created_at)
+            visit_type, expires_at, created_at, line_items)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-            $20, $21, $22, $23, $24, $25)",
+            $20, $21, $22, $23, $24, $25, $26)",
     )
     .bind(s.checkout_session_id.as_str())
     .bind(owner.merchant_id.as_str())
@@ -160,33 +238,9 @@ pub async fn insert(
     .bind(s.visit_type.map(|v| v.as_str()))
     .bind(s.expires_at.micros())
     .bind(s.created_at.micros())
-    .execute(&mut *conn)
+    .bind(items_json(items))
+    .execute(conn)
     .await?;
-    for (position, item) in items.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO checkout_line_items (id, session_id, position, price_id, product_id, name,
-                description, quantity, unit_amount, currency, amount_subtotal, amount_total,
-                recurring_interval, recurring_interval_count, trial_period_days)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(item.line_item_id.as_str())
-        .bind(s.checkout_session_id.as_str())
-        .bind(position as i64)
-        .bind(item.price.as_str())
-        .bind(item.product.as_str())
-        .bind(&item.description)
-        .bind(item.product_description.as_deref())
-        .bind(item.quantity)
-        .bind(item.unit_amount)
-        .bind(item.currency.code())
-        .bind(item.amount_subtotal)
-        .bind(item.amount_total)
-        .bind(item.recurring.map(|r| r.interval.as_str()))
-        .bind(item.recurring.map(|r| i64::from(r.interval_count)))
-        .bind(item.recurring.and_then(|r| r.trial_period_days).map(i64::from))
-        .execute(&mut *conn)
-        .await?;
-    }
     Ok(())
 }
 
@@ -249,52 +303,45 @@ pub async fn list(
     Ok(Page { items: page.items.into_iter().map(|r| OwnedSession::from(r).session).collect(), has_more: page.has_more })
 }
 
-#[derive(Clone, Debug, sqlx::FromRow)]
-struct LineItemRow {
-    id: String,
-    price_id: String,
-    product_id: String,
-    name: String,
-    description: Option<String>,
-    quantity: i64,
-    unit_amount: i64,
-    currency: String,
-    amount_subtotal: i64,
-    amount_total: i64,
-    recurring_interval: Option<String>,
-    recurring_interval_count: Option<i64>,
-    trial_period_days: Option<i64>,
+/// The hosted page's view of a session: the session, its merchant's name, and the status of the
+/// payment attempt holding it, if any — in one read.
+pub struct PageRow {
+    pub owned: OwnedSession,
+    pub merchant_name: String,
+    pub processing_attempt: Option<(PaymentAttemptId, String)>,
 }
 
-pub async fn line_items(conn: &mut Conn, id: &CheckoutSessionId) -> Result<Vec<LineItem>, sqlx::Error> {
-    let rows = sqlx::query_as::<_, LineItemRow>(
-        "SELECT id, price_id, product_id, name, description, quantity, unit_amount, currency,
-            amount_subtotal, amount_total, recurring_interval, recurring_interval_count, trial_period_days
-         FROM checkout_line_items WHERE session_id = $1 ORDER BY position",
-    )
+#[derive(sqlx::FromRow)]
+struct PageExtras {
+    merchant_name: String,
+    processing_attempt_id: Option<String>,
+    attempt_status: Option<String>,
+}
+
+pub async fn page_row(conn: &mut Conn, id: &CheckoutSessionId) -> Result<Option<PageRow>, sqlx::Error> {
+    let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("s.{}", c.trim())).collect();
+    let row = sqlx::query(&format!(
+        "SELECT {}, m.name AS merchant_name, s.processing_attempt_id, a.status AS attempt_status
+         FROM checkout_sessions s
+         JOIN merchants m ON m.id = s.merchant_id
+         LEFT JOIN payment_attempts a ON a.id = s.processing_attempt_id
+         WHERE s.id = $1",
+        columns.join(", ")
+    ))
     .bind(id.as_str())
-    .fetch_all(conn)
+    .fetch_optional(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| LineItem {
-            line_item_id: LineItemId::from_trusted(r.id),
-            price: PriceId::from_trusted(r.price_id),
-            product: ProductId::from_trusted(r.product_id),
-            description: r.name,
-            product_description: r.description,
-            quantity: r.quantity,
-            unit_amount: r.unit_amount,
-            currency: Currency::parse(&r.currency).unwrap_or(Currency::USD),
-            amount_subtotal: r.amount_subtotal,
-            amount_total: r.amount_total,
-            recurring: r.recurring_interval.as_deref().and_then(Interval::from_wire).map(|interval| Recurring {
-                interval,
-                interval_count: r.recurring_interval_count.unwrap_or(1).clamp(1, 10_000) as u32,
-                trial_period_days: r.trial_period_days.map(|d| d.clamp(0, 10_000) as u32),
-            }),
-        })
-        .collect())
+    let Some(row) = row else { return Ok(None) };
+    use sqlx::FromRow;
+    let session = SessionRow::from_row(&row)?;
+    let extras = PageExtras::from_row(&row)?;
+    Ok(Some(PageRow {
+        owned: OwnedSession::from(session),
+        merchant_name: extras.merchant_name,
+        processing_attempt: extras
+            .processing_attempt_id
+            .map(|a| (PaymentAttemptId::from_trusted(a), extras.attempt_status.unwrap_or_default())),
+    }))
 }
 
 /// Takes the right to charge an open, unexpired, unlocked session for `attempt`. Only one attempt

@@ -424,30 +424,23 @@ pub struct PageData {
 pub async fn load_page(state: &AppState, id: &CheckoutSessionId) -> Result<Option<PageData>, FlowError> {
     let now = state.clock.now();
     let mut conn = state.db.conn().await?;
-    let Some(owned) = db::checkout_sessions::get_any(&mut conn, id).await? else {
+    let Some(row) = db::checkout_sessions::page_row(&mut conn, id).await? else {
         return Ok(None);
     };
-    let items = db::checkout_sessions::line_items(&mut conn, id).await?;
-    let merchant_name =
-        db::merchants::get(&mut conn, owned.owner.merchant_id.as_str()).await?.map(|m| m.name).unwrap_or_default();
+    let owned = row.owned;
+    // Only a session made for a named customer needs a second read, to pre-fill the form.
     let customer = match &owned.session.customer {
-        Some(c) => db::customers::get(&mut conn, &owned.owner, c).await?,
-        None => None,
-    };
-    let mut pending_action = None;
-    if let Some(attempt) = db::checkout_sessions::processing_attempt(&mut conn, id).await? {
-        let attempt_id = PaymentAttemptId::from_trusted(attempt);
-        if let Some(a) = db::payments::get_attempt(&mut conn, &attempt_id).await? {
-            if a.status == "requires_action" {
-                pending_action = Some(attempt_id);
-            }
+        Some(c) if owned.session.status == SessionStatus::Open => {
+            db::customers::get(&mut conn, &owned.owner, c).await?
         }
-    }
+        _ => None,
+    };
+    let pending_action = row.processing_attempt.filter(|(_, status)| status == "requires_action").map(|(a, _)| a);
     Ok(Some(PageData {
         session: owned.session.present(&state.settings.public_url, now),
         owner: owned.owner,
-        merchant_name,
-        items,
+        merchant_name: row.merchant_name,
+        items: owned.items,
         customer,
         pending_action,
     }))
@@ -738,8 +731,7 @@ pub async fn apply_payment_outcome(
                 drop(tx);
                 return already_applied(state, &session_id).await;
             }
-            let session =
-                complete_session(&mut tx, state, &owned.owner, owned.session, &attempt, &gateway_ref, now).await?;
+            let session = complete_session(&mut tx, state, &owned, &attempt, &gateway_ref, now).await?;
             tx.commit().await?;
             Ok(PayResult::Completed { redirect: session.success_redirect() })
         }
@@ -759,15 +751,14 @@ async fn already_applied(state: &AppState, id: &CheckoutSessionId) -> Result<Pay
 async fn complete_session(
     tx: &mut Conn,
     state: &AppState,
-    owner: &Owner,
-    session: CheckoutSession,
+    owned: &db::checkout_sessions::OwnedSession,
     attempt: &db::payments::AttemptRow,
     charge_ref: &str,
     now: Timestamp,
 ) -> Result<CheckoutSession, FlowError> {
     let attempt_id = PaymentAttemptId::from_trusted(attempt.id.clone());
     let contact: Contact = serde_json::from_str(&attempt.contact).map_err(|e| FlowError::Internal(e.into()))?;
-    let items = db::checkout_sessions::line_items(tx, &session.checkout_session_id).await?;
+    let (owner, session, items) = (&owned.owner, &owned.session, &owned.items);
 
     // The customer: the one the merchant named, or a new one from the details typed.
     let customer = match &session.customer {
@@ -907,8 +898,8 @@ async fn complete_session(
             start_subscription(
                 tx,
                 owner,
-                &session,
-                &items,
+                session,
+                items,
                 &customer,
                 payment_method.as_ref(),
                 payment_intent.as_ref(),

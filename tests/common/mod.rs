@@ -229,7 +229,6 @@ impl TestApp {
             "prices",
             "customers",
             "checkout_sessions",
-            "checkout_line_items",
             "payment_attempts",
             "payment_intents",
             "payment_methods",
