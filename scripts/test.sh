@@ -250,8 +250,23 @@ else
     results[PostgreSQL]="not run (no PostgreSQL)"
 fi
 
+# The API under schemathesis against our OpenAPI document (only on a full run, not a filtered one).
+if ((${#cargo_args[@]} == 0)); then
+    log "fuzzing the API with schemathesis (scripts/fuzz_api.sh)"
+    fuzz_start=$SECONDS
+    if bash scripts/fuzz_api.sh >"$scratch/fuzz.log" 2>&1; then
+        results[fuzz]="passed in $((SECONDS - fuzz_start))s"
+    else
+        tail -n 60 "$scratch/fuzz.log" >&2
+        results[fuzz]="FAILED in $((SECONDS - fuzz_start))s"
+        failed=true
+    fi
+else
+    results[fuzz]="not run (filtered run)"
+fi
+
 log "summary"
-for name in SQLite PostgreSQL; do
+for name in SQLite PostgreSQL fuzz; do
     printf '  %-11s %s\n' "$name:" "${results[$name]}"
 done
 if [[ -z ${WEBDRIVER_URL:-} ]]; then

@@ -6,12 +6,7 @@ use clap::{Args, Parser, Subcommand};
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/flex-checkout.db";
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "flex-checkout",
-    version,
-    about = "Hosted checkout and subscription billing server",
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "flex-checkout", version, about = "Hosted checkout and subscription billing server")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

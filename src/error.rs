@@ -59,18 +59,13 @@ impl ApiError {
 
     /// 404 without saying whether the object exists for someone else.
     pub fn not_found(resource: &str, id: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "resource_missing",
-            format!("No such {resource}: '{id}'"),
-        )
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "resource_missing", format!("No such {resource}: '{id}'"))
     }
 
     pub fn route_not_found(path: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "invalid_request_error",
+            "not_found",
             "not_found",
             format!("Unrecognized request URL: {path}. See the API reference for the supported endpoints."),
         )
@@ -90,12 +85,12 @@ impl ApiError {
     }
 
     pub fn conflict(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::CONFLICT, "invalid_request_error", code, message)
+        ApiError::new(StatusCode::CONFLICT, "conflict", code, message)
     }
 
     /// 422: well-formed but impossible now (inactive price, wrong mode, session already complete).
     pub fn unprocessable(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error", code, message)
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", code, message)
     }
 
     pub fn payload_too_large(limit: usize) -> ApiError {

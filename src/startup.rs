@@ -5,9 +5,15 @@ use std::net::TcpListener;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use actix_web::dev::Server;
+use std::panic::AssertUnwindSafe;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::ResponseError;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use base64::Engine;
+use futures_util::FutureExt;
 use rand::RngCore;
 use tokio::sync::watch;
 
@@ -97,10 +103,12 @@ impl Application {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .configure(api::routes)
-        .configure(pages::routes)
-        .default_service(web::to(pages::fallback));
+    cfg.service(
+        web::resource("/healthz").route(web::get().to(healthz)).default_service(web::to(api::method_not_allowed)),
+    )
+    .configure(api::routes)
+    .configure(pages::routes)
+    .default_service(web::to(pages::fallback));
 }
 
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {

@@ -293,8 +293,8 @@ fn parse_create(input: CreateSession, mode_of_key: Mode, now: Timestamp) -> Resu
                 .map(|d| price::trial_period_days(d, &format!("{sp}.trial_period_days")))
                 .transpose()?;
             if let Some(end) = sd.trial_end {
-                let seconds = end - now.unix_seconds();
-                if !(3600..=730 * 86_400).contains(&seconds) {
+                let seconds = end.checked_sub(now.unix_seconds());
+                if !seconds.is_some_and(|s| (3600..=730 * 86_400).contains(&s)) {
                     return Err(FieldError::new(
                         format!("{sp}.trial_end"),
                         "trial_end must be Unix seconds at least one hour and at most 730 days from now",

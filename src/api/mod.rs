@@ -186,7 +186,13 @@ impl Query {
         let pairs: Vec<(String, String)> = url::form_urlencoded::parse(req.query_string().as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-        for (k, _) in &pairs {
+        for (k, v) in &pairs {
+            if v.chars().any(char::is_control) || v.len() > 500 {
+                return Err(ApiError::invalid(
+                    k.clone(),
+                    format!("{k} must be at most 500 characters, none of them control characters"),
+                ));
+            }
             if !allowed.contains(&k.as_str()) {
                 return Err(ApiError::invalid(
                     k.clone(),

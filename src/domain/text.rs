@@ -70,6 +70,9 @@ pub fn redirect_url(raw: &str, param: &str, mode: Mode) -> Result<String, FieldE
     if value.len() > 2048 {
         return Err(FieldError::new(param, format!("{param} must be at most 2048 characters")));
     }
+    if value.chars().any(char::is_control) {
+        return Err(FieldError::new(param, format!("{param} must not contain control characters")));
+    }
     // `{CHECKOUT_SESSION_ID}` is not valid in a URL as written; check the URL it will become.
     let probe = value.replace("{CHECKOUT_SESSION_ID}", "fcs_placeholder");
     let url = url::Url::parse(&probe).map_err(|_| {
@@ -98,6 +101,9 @@ pub fn web_url(raw: &str, param: &str) -> Result<Option<String>, FieldError> {
     let value = raw.trim();
     if value.is_empty() {
         return Ok(None);
+    }
+    if value.chars().any(char::is_control) {
+        return Err(FieldError::new(param, format!("{param} must not contain control characters")));
     }
     match url::Url::parse(value) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && value.len() <= 2048 => {

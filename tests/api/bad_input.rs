@@ -94,3 +94,42 @@ async fn metadata_round_trips_exactly_with_unicode() {
     assert_eq!(got.body["product"]["metadata"], meta);
     assert_eq!(got.body["product"]["name"], "Ünïcødé ✓");
 }
+
+#[tokio::test]
+async fn extreme_numbers_and_nul_bytes_are_refused_not_crashed_on() {
+    let app = spawn_app().await;
+    let (_, price) = app.seed_product_and_price().await;
+    let before = app.snapshot().await;
+    for sub in [json!({"trial_end": i64::MIN}), json!({"trial_end": i64::MAX}), json!({"trial_period_days": i64::MIN})]
+    {
+        let r = app
+            .create_session(json!({"mode": "subscription", "line_items": [{"price": price}], "subscription_data": sub}))
+            .await;
+        assert_eq!(r.status, 400, "{sub}: {}", r.text);
+    }
+    let r = app
+        .create_session(json!({"mode": "subscription", "line_items": [{"price": price}], "expires_at": i64::MIN}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    for field in ["success_url", "cancel_url"] {
+        let r = app
+            .create_session(
+                json!({"mode": "subscription", "line_items": [{"price": price}], field: "https://shop.example/\u{0}"}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{field}: {}", r.text);
+        assert_eq!(r.body["error"]["param"], format!("checkout_session.{field}"));
+    }
+    let r = app.post("/v1/products", json!({"product": {"name": "x", "url": "https://a.example/\u{0}"}})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    for path in [
+        "/v1/customers?email=%00",
+        "/v1/customers?external_id=%00",
+        "/v1/events?event_type=%00",
+        "/v1/events?object_id=%00",
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text);
+    }
+    assert_eq!(app.snapshot().await, before);
+}

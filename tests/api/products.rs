@@ -136,6 +136,6 @@ async fn ids_of_another_kind_or_malformed_ids_are_404() {
     for id in ["fprice_01HWDV9J9JWY5SDFJZNFXN5S6P", "fprod_nope", "fprod_01HW5MXAPBE79RHMMJJGB4ACAB", "%00"] {
         let r = app.get(&format!("/v1/products/{id}")).await;
         assert_eq!(r.status, 404, "{id}: {}", r.text);
-        assert_eq!(r.body["error"]["type"], "invalid_request_error");
+        assert_eq!(r.body["error"]["type"], "not_found");
     }
 }

@@ -21,6 +21,14 @@ async fn unknown_api_routes_and_methods_answer_in_the_error_envelope() {
 }
 
 #[tokio::test]
+async fn health_takes_only_get() {
+    let app = spawn_app().await;
+    let r = app.send(reqwest::Method::POST, "/healthz", None, None, None).await;
+    assert_eq!(r.status, 405);
+    assert!(r.body["error"]["message"].is_string());
+}
+
+#[tokio::test]
 async fn unknown_pages_are_a_friendly_html_404() {
     let app = spawn_app().await;
     for path in ["/pay/c/fcs_01HWDVDMWQT1N8TJJYDWKW4ZHZ", "/pay/c/garbage", "/nope", "/static/missing.css"] {
