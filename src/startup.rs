@@ -5,15 +5,9 @@ use std::net::TcpListener;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use std::panic::AssertUnwindSafe;
-
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::ResponseError;
+use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use base64::Engine;
-use futures_util::FutureExt;
 use rand::RngCore;
 use tokio::sync::watch;
 
