@@ -59,6 +59,7 @@ impl Application {
             settings: Arc::new(settings.clone()),
             page_key: Arc::new(page_key),
             pay_limiter,
+            page_cache: crate::state::new_page_cache(),
         };
         let port = listener.local_addr()?.port();
         let data = web::Data::new(state.clone());

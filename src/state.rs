@@ -21,4 +21,25 @@ pub struct AppState {
     pub page_key: Arc<Vec<u8>>,
     /// Card payments per client address per minute, kept in this instance's memory.
     pub pay_limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Rendered checkout forms of open sessions, by session id. Every change this instance makes to
+    /// a session drops its entry; entries also die after a short time so a change made by another
+    /// instance on the same database shows within that time.
+    pub page_cache: moka::sync::Cache<String, Arc<CachedPage>>,
+}
+
+/// A checkout form as sent, and until when it may be sent (the session's expiry).
+pub struct CachedPage {
+    pub html: actix_web::web::Bytes,
+    pub csp: String,
+    pub expires_at: crate::domain::timestamp::Timestamp,
+}
+
+/// How long another instance's change to a session may take to show on this instance's cached form.
+pub const PAGE_CACHE_SECONDS: u64 = 2;
+
+pub fn new_page_cache() -> moka::sync::Cache<String, Arc<CachedPage>> {
+    moka::sync::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(std::time::Duration::from_secs(PAGE_CACHE_SECONDS))
+        .build()
 }

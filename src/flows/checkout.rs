@@ -366,6 +366,7 @@ pub async fn expire(state: &AppState, owner: &Owner, id: &CheckoutSessionId) -> 
     }
     let expired = emit_expired(&mut tx, state, owner, id, now).await?;
     tx.commit().await?;
+    state.page_cache.invalidate(id.as_str());
     Ok(expired)
 }
 
@@ -400,6 +401,7 @@ pub async fn expire_due(state: &AppState, limit: i64) -> Result<usize, FlowError
         if db::checkout_sessions::expire(&mut tx, &id, now, now.plus_seconds(-STALE_PAYMENT_SECONDS)).await? {
             emit_expired(&mut tx, state, &owned.owner, &id, now).await?;
             tx.commit().await?;
+            state.page_cache.invalidate(id.as_str());
             done += 1;
         }
     }
@@ -682,6 +684,17 @@ pub async fn apply_payment_outcome(
     attempt_id: &PaymentAttemptId,
     outcome: ChargeOutcome,
 ) -> Result<PayResult, FlowError> {
+    let (session, result) = record_outcome(state, attempt_id, outcome).await?;
+    // Whatever was recorded (a decline towards the lock, a challenge, completion), the page shows it.
+    state.page_cache.invalidate(session.as_str());
+    Ok(result)
+}
+
+async fn record_outcome(
+    state: &AppState,
+    attempt_id: &PaymentAttemptId,
+    outcome: ChargeOutcome,
+) -> Result<(CheckoutSessionId, PayResult), FlowError> {
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     let attempt = db::payments::get_attempt(&mut tx, attempt_id)
@@ -707,33 +720,33 @@ pub async fn apply_payment_outcome(
             .await?
             {
                 drop(tx);
-                return already_applied(state, &session_id).await;
+                return Ok((session_id.clone(), already_applied(state, &session_id).await?));
             }
             db::checkout_sessions::release(&mut tx, &session_id, attempt_id, true).await?;
             tx.commit().await?;
             if owned.session.decline_count + 1 >= cs::MAX_DECLINES {
-                return Ok(PayResult::Locked);
+                return Ok((session_id, PayResult::Locked));
             }
-            Ok(PayResult::Declined { message: code.customer_message().to_string() })
+            Ok((session_id, PayResult::Declined { message: code.customer_message().to_string() }))
         }
         ChargeOutcome::RequiresAction { .. } => {
             if !db::payments::finish_attempt(&mut tx, attempt_id, &["pending"], "requires_action", None, None, now)
                 .await?
             {
                 drop(tx);
-                return already_applied(state, &session_id).await;
+                return Ok((session_id.clone(), already_applied(state, &session_id).await?));
             }
             tx.commit().await?;
-            Ok(PayResult::RequiresAction { attempt: attempt_id.clone() })
+            Ok((session_id, PayResult::RequiresAction { attempt: attempt_id.clone() }))
         }
         ChargeOutcome::Succeeded { gateway_ref } => {
             if !db::payments::finish_attempt(&mut tx, attempt_id, &open_states, "succeeded", None, None, now).await? {
                 drop(tx);
-                return already_applied(state, &session_id).await;
+                return Ok((session_id.clone(), already_applied(state, &session_id).await?));
             }
             let session = complete_session(&mut tx, state, &owned, &attempt, &gateway_ref, now).await?;
             tx.commit().await?;
-            Ok(PayResult::Completed { redirect: session.success_redirect() })
+            Ok((session_id, PayResult::Completed { redirect: session.success_redirect() }))
         }
     }
 }

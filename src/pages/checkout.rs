@@ -287,13 +287,33 @@ async fn load(state: &AppState, raw_id: &str) -> Result<PageData, PageError> {
 }
 
 async fn show(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, PageError> {
+    if let Some(hit) = state.page_cache.get(path.as_str()) {
+        // Expiry is a matter of time, not of writes: checked on every hit.
+        if state.clock.now() < hit.expires_at {
+            return Ok(super::secure_html_with(StatusCode::OK, hit.html.clone(), hit.csp.clone()));
+        }
+        state.page_cache.invalidate(path.as_str());
+    }
     let data = load(&state, &path).await?;
     if let Some(page) = settled_page(&data.session) {
         return Ok(page);
     }
     let entered = prefill(&data);
-    let success = data.session.success_url.clone();
-    render(build_page(&state, &data, entered, Vec::new(), None), StatusCode::OK, &success)
+    let csp = super::content_security_policy(redirect_origin(&data.session.success_url).as_deref());
+    let html =
+        web::Bytes::from(build_page(&state, &data, entered, Vec::new(), None).render().map_err(PageError::internal)?);
+    // A form waiting on a 3-D Secure answer shows that; only the plain form is kept.
+    if data.pending_action.is_none() {
+        state.page_cache.insert(
+            data.session.checkout_session_id.to_string(),
+            std::sync::Arc::new(crate::state::CachedPage {
+                html: html.clone(),
+                csp: csp.clone(),
+                expires_at: data.session.expires_at,
+            }),
+        );
+    }
+    Ok(super::secure_html_with(StatusCode::OK, html, csp))
 }
 
 /// Form fields, in the order the browser sent them (checkbox groups repeat a name).

@@ -57,14 +57,25 @@ async fn asset(path: web::Path<String>) -> HttpResponse {
 /// The headers every page gets. `extra_form_origin` is where a form on this page may redirect to
 /// (the merchant's success URL), which Chrome checks against `form-action`.
 pub fn secure_html(status: StatusCode, html: String, extra_form_origin: Option<&str>) -> HttpResponse {
+    secure_html_with(status, html, content_security_policy(extra_form_origin))
+}
+
+pub fn content_security_policy(extra_form_origin: Option<&str>) -> String {
     let form_action = match extra_form_origin {
         Some(origin) => format!("'self' {origin}"),
         None => "'self'".to_string(),
     };
-    let csp = format!(
+    format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
          font-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
-    );
+    )
+}
+
+pub fn secure_html_with(
+    status: StatusCode,
+    html: impl actix_web::body::MessageBody + 'static,
+    csp: String,
+) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
         .insert_header((header::CONTENT_SECURITY_POLICY, csp))

@@ -215,14 +215,20 @@ async fn expiring_a_session_by_request_and_by_time() {
     let price = app.one_time_price("Class", 2000).await;
     let a = app.create_session(json!({"mode": "payment", "line_items": [{"price": price}]})).await;
     let a_id = a.body["checkout_session"]["checkout_session_id"].as_str().unwrap().to_string();
+    let page = app.client.get(format!("{}/pay/c/{a_id}", app.address)).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
     let expired = app.post(&format!("/v1/checkout/sessions/{a_id}/expire"), json!({})).await;
     assert_eq!(expired.status, 200, "{}", expired.text);
     assert_eq!(expired.body["checkout_session"]["status"], "expired");
     let again = app.post(&format!("/v1/checkout/sessions/{a_id}/expire"), json!({})).await;
     assert_eq!(again.status, 422);
+    let page = app.client.get(format!("{}/pay/c/{a_id}", app.address)).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 410, "expiring drops the page kept in memory");
 
     let b = app.create_session(json!({"mode": "payment", "line_items": [{"price": price}]})).await;
     let b_id = b.body["checkout_session"]["checkout_session_id"].as_str().unwrap().to_string();
+    let page = app.client.get(format!("{}/pay/c/{b_id}", app.address)).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
     app.state.clock.advance_seconds(3601);
     let read = app.get(&format!("/v1/checkout/sessions/{b_id}")).await;
     assert_eq!(read.body["checkout_session"]["status"], "expired", "expired at once, before any sweeper");

@@ -205,6 +205,9 @@ async fn five_declines_lock_the_session() {
     }
     let fifth = pay(&app, &id, "4000000000000002", &[]).await;
     assert!(fifth.html.contains("Too many attempts"));
+    let (status, html) = page(&app, &id).await;
+    assert_eq!(status, 403, "a page seen before the lock is not served from memory after it");
+    assert!(html.contains("Too many attempts"));
     let after = pay(&app, &id, "4242424242424242", &[]).await;
     assert_eq!(after.status, 403);
     assert!(after.html.contains("Too many attempts. Please contact the merchant."));
@@ -292,6 +295,8 @@ async fn three_d_secure_cards_pass_through_the_challenge_page() {
     let r = pay(&app, &id, "4000002500003155", &lmn_answers()).await;
     assert_eq!(r.status, 303);
     let challenge = r.location.unwrap();
+    let (_, html) = page(&app, &id).await;
+    assert!(html.contains("Continue to authentication"), "the page points to the waiting challenge");
     assert!(challenge.starts_with(&format!("/pay/c/{id}/authenticate/fpa_")));
     let page = app.client.get(format!("{}{challenge}", app.address)).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("Complete authentication") && page.contains("Fail authentication"));
