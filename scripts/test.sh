@@ -66,6 +66,7 @@ fi
 scratch=$(mktemp -d -t flex-checkout-test.XXXXXX)
 chmod 755 "$scratch"
 chromedriver_pid=""
+localstripe_pid=""
 suite_pid=""
 pg_dir=""
 pg_ctl=""
@@ -99,6 +100,10 @@ cleanup() {
         # Chromium outlives a killed chromedriver, so its browsers go first.
         kill_tree "$chromedriver_pid"
         wait "$chromedriver_pid" 2>/dev/null || true
+    fi
+    if [[ -n ${localstripe_pid:-} ]]; then
+        kill_tree "$localstripe_pid"
+        wait "$localstripe_pid" 2>/dev/null || true
     fi
     if [[ -n $pg_dir && -f $pg_dir/data/postmaster.pid ]]; then
         as_pg_user "$pg_ctl" stop -D "$pg_dir/data" -m immediate -s >/dev/null 2>&1 || true
@@ -209,10 +214,49 @@ start_postgres() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# localstripe (PyPI), a stateful fake Stripe server with its own fake Stripe.js, on loopback.
 
-unset TEST_POSTGRES_URL WEBDRIVER_URL
+start_localstripe() {
+    if ! command -v python3 >/dev/null 2>&1; then
+        missing "python3 is not installed (needed for localstripe)"
+        return
+    fi
+    local venv="$scratch/localstripe-venv"
+    if ! python3 -m venv "$venv" >"$scratch/localstripe-install.log" 2>&1 ||
+        ! "$venv/bin/pip" install --quiet --disable-pip-version-check localstripe >>"$scratch/localstripe-install.log" 2>&1; then
+        cat "$scratch/localstripe-install.log" >&2
+        missing "localstripe could not be installed from PyPI"
+        return
+    fi
+    local attempt port deadline
+    for attempt in 1 2 3; do
+        port=$(free_port)
+        "$venv/bin/localstripe" --port "$port" --from-scratch >"$scratch/localstripe.log" 2>&1 &
+        localstripe_pid=$!
+        deadline=$((SECONDS + 30))
+        while ((SECONDS < deadline)) && kill -0 "$localstripe_pid" 2>/dev/null; do
+            if port_open "$port"; then
+                export LOCALSTRIPE_URL="http://127.0.0.1:$port"
+                log "localstripe $("$venv/bin/pip" show localstripe 2>/dev/null | awk '/^Version/ {print $2}') on $LOCALSTRIPE_URL"
+                return
+            fi
+            sleep 0.1
+        done
+        kill "$localstripe_pid" 2>/dev/null || true
+        wait "$localstripe_pid" 2>/dev/null || true
+        localstripe_pid=""
+        echo "localstripe did not come up (attempt $attempt):" >&2
+        cat "$scratch/localstripe.log" >&2 || true
+    done
+    missing "localstripe does not start"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+unset TEST_POSTGRES_URL WEBDRIVER_URL LOCALSTRIPE_URL
 start_chromedriver
 start_postgres
+start_localstripe
 
 log "building the tests"
 cargo test --all-targets --no-run --quiet "$@"

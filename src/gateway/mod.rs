@@ -3,6 +3,7 @@
 //! is a normal outcome; an `Err` means "we do not know what happened" and is retried or reconciled.
 
 pub mod sandbox;
+pub mod stripe;
 
 use std::future::Future;
 use std::pin::Pin;

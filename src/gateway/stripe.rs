@@ -1,0 +1,370 @@
+//! Stripe, through async-stripe: customers, SetupIntents confirmed in the browser by Stripe.js,
+//! PaymentIntents charged on the saved PaymentMethod, refunds. Wire types stay in this file.
+//! Responses are read into small structs of the fields we use (localstripe's PaymentIntent JSON
+//! does not fit the library's full typed object; real Stripe's full object fits the small ones).
+//! Every POST carries its own idempotency key, derived from our own ids.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use miniserde::Deserialize;
+use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_core::customer::CreateCustomer;
+use stripe_core::payment_intent::{
+    CreatePaymentIntent, CreatePaymentIntentOffSession, ListPaymentIntent, RetrievePaymentIntent,
+};
+use stripe_core::refund::CreateRefund;
+use stripe_core::setup_intent::{CreateSetupIntent, CreateSetupIntentUsage, RetrieveSetupIntent};
+use stripe_payment::payment_method::RetrievePaymentMethod;
+
+use super::{ChargeOutcome, GatewayError};
+use crate::domain::money::Currency;
+use crate::domain::payment::{CardDetails, DeclineCode};
+
+/// Keys and endpoints, checked at start-up.
+#[derive(Clone, Debug)]
+pub struct StripeConfig {
+    pub secret_key: String,
+    pub publishable_key: String,
+    /// Base of the API (`https://api.stripe.com` unless overridden, e.g. by localstripe).
+    pub api_base: Option<String>,
+    /// Where the page loads Stripe.js from.
+    pub js_url: String,
+}
+
+impl StripeConfig {
+    pub fn is_live(&self) -> bool {
+        self.secret_key.starts_with("sk_live_")
+    }
+
+    /// The origin Stripe.js is served from, for the page's Content-Security-Policy.
+    pub fn js_origin(&self) -> String {
+        url::Url::parse(&self.js_url).map(|u| u.origin().ascii_serialization()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct WireId {
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireError {
+    code: Option<String>,
+    decline_code: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireSetupIntent {
+    pub id: String,
+    pub status: String,
+    pub client_secret: Option<String>,
+    pub customer: Option<String>,
+    pub payment_method: Option<String>,
+    last_setup_error: Option<WireError>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WirePaymentIntent {
+    pub id: String,
+    pub status: String,
+    pub amount: i64,
+    pub client_secret: Option<String>,
+    last_payment_error: Option<WireError>,
+    metadata: Option<HashMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireList<T> {
+    data: Vec<T>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireCard {
+    brand: Option<String>,
+    last4: Option<String>,
+    exp_month: Option<i64>,
+    exp_year: Option<i64>,
+    funding: Option<String>,
+    country: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WirePaymentMethod {
+    card: Option<WireCard>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireRefund {
+    pub id: String,
+    pub status: Option<String>,
+    pub amount: i64,
+}
+
+/// What a SetupIntent says after the browser confirmed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetupState {
+    /// Saved: the Stripe customer and payment method to charge.
+    Succeeded {
+        customer: String,
+        payment_method: String,
+    },
+    Declined(DeclineCode),
+    RequiresAction,
+    /// Not confirmed (yet).
+    Incomplete,
+}
+
+pub struct StripeApi {
+    client: Client,
+    pub config: StripeConfig,
+}
+
+fn key(raw: &str) -> Result<RequestStrategy, GatewayError> {
+    IdempotencyKey::new(raw)
+        .map(RequestStrategy::Idempotent)
+        .map_err(|e| GatewayError::Unavailable(format!("bad idempotency key: {e}")))
+}
+
+/// The plain-words reason behind a Stripe decline.
+pub fn decline_code(code: Option<&str>, decline: Option<&str>) -> DeclineCode {
+    let pick = |s: &str| match s {
+        "insufficient_funds" => Some(DeclineCode::InsufficientFunds),
+        "lost_card" | "stolen_card" => Some(DeclineCode::LostCard),
+        "expired_card" => Some(DeclineCode::ExpiredCard),
+        "incorrect_cvc" | "invalid_cvc" => Some(DeclineCode::IncorrectCvc),
+        "authentication_required" => Some(DeclineCode::AuthenticationRequired),
+        _ => None,
+    };
+    decline.and_then(pick).or_else(|| code.and_then(pick)).unwrap_or(DeclineCode::GenericDecline)
+}
+
+/// Splits a failed call into "the card was declined" (a normal outcome) and "we do not know".
+fn classify(e: StripeError) -> Result<DeclineCode, GatewayError> {
+    match e {
+        StripeError::Stripe(err, status) if status == 402 || err.decline_code.is_some() => {
+            let code = err.code.as_ref().map(|c| c.as_str().to_string());
+            Ok(decline_code(code.as_deref(), err.decline_code.as_deref()))
+        }
+        other => Err(GatewayError::Unavailable(other.to_string())),
+    }
+}
+
+impl StripeApi {
+    pub fn new(config: StripeConfig) -> Result<StripeApi, GatewayError> {
+        // Another part of the process may have chosen already; either choice is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = ClientBuilder::new(config.secret_key.clone())
+            .request_strategy(RequestStrategy::Once)
+            .timeout(Duration::from_secs(20));
+        if let Some(base) = &config.api_base {
+            builder = builder.url(base.clone());
+        }
+        let client = builder.build().map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        Ok(StripeApi { client, config })
+    }
+
+    pub async fn create_customer(&self, idempotency_key: &str, email: &str) -> Result<String, GatewayError> {
+        let customer = CreateCustomer::new()
+            .email(email)
+            .build()
+            .customize::<WireId>()
+            .request_strategy(key(idempotency_key)?)
+            .send(&self.client)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        Ok(customer.id)
+    }
+
+    /// A SetupIntent for saving a card for later off-session charges.
+    pub async fn create_setup_intent(
+        &self,
+        idempotency_key: &str,
+        customer: &str,
+        reference: &str,
+    ) -> Result<WireSetupIntent, GatewayError> {
+        CreateSetupIntent::new()
+            .customer(customer)
+            .usage(CreateSetupIntentUsage::OffSession)
+            .metadata(HashMap::from([("flex_reference".to_string(), reference.to_string())]))
+            .build()
+            .customize::<WireSetupIntent>()
+            .request_strategy(key(idempotency_key)?)
+            .send(&self.client)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+    }
+
+    pub async fn setup_state(&self, setup_intent: &str) -> Result<(WireSetupIntent, SetupState), GatewayError> {
+        let si = RetrieveSetupIntent::new(setup_intent)
+            .build()
+            .customize::<WireSetupIntent>()
+            .send(&self.client)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        let state = match si.status.as_str() {
+            "succeeded" => match (&si.customer, &si.payment_method) {
+                (Some(c), Some(pm)) => SetupState::Succeeded { customer: c.clone(), payment_method: pm.clone() },
+                _ => SetupState::Incomplete,
+            },
+            "requires_action" => SetupState::RequiresAction,
+            _ => match &si.last_setup_error {
+                Some(err) => SetupState::Declined(decline_code(err.code.as_deref(), err.decline_code.as_deref())),
+                None => SetupState::Incomplete,
+            },
+        };
+        Ok((si, state))
+    }
+
+    /// Brand, last four and expiry of a saved card: all we keep of it.
+    pub async fn card_details(&self, payment_method: &str) -> Result<CardDetails, GatewayError> {
+        let pm = RetrievePaymentMethod::new(payment_method)
+            .build()
+            .customize::<WirePaymentMethod>()
+            .send(&self.client)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        let card = pm.card.ok_or_else(|| GatewayError::Unavailable("payment method has no card".into()))?;
+        Ok(CardDetails {
+            brand: card.brand.unwrap_or_else(|| "unknown".into()),
+            last4: card.last4.unwrap_or_default(),
+            exp_month: card.exp_month.unwrap_or(1).clamp(1, 12) as u32,
+            exp_year: card.exp_year.unwrap_or(0).clamp(0, 9999) as i32,
+            funding: card.funding.unwrap_or_else(|| "unknown".into()),
+            country: card.country,
+        })
+    }
+
+    /// Charges a saved card. The attempt id goes into the metadata so the charge can be found again
+    /// if our process dies before recording the answer.
+    pub async fn charge(
+        &self,
+        attempt: &str,
+        customer: &str,
+        payment_method: &str,
+        amount: i64,
+        currency: Currency,
+        off_session: bool,
+    ) -> Result<ChargeOutcome, GatewayError> {
+        let currency = stripe_types::Currency::from_str(&currency.code())
+            .map_err(|_| GatewayError::Unavailable(format!("Stripe does not take {currency}")))?;
+        let mut req = CreatePaymentIntent::new(amount, currency)
+            .customer(customer)
+            .payment_method(payment_method)
+            .confirm(true)
+            .metadata(HashMap::from([("flex_attempt".to_string(), attempt.to_string())]));
+        if off_session {
+            req = req.off_session(CreatePaymentIntentOffSession::Bool(true));
+        }
+        let sent = req
+            .build()
+            .customize::<WirePaymentIntent>()
+            .request_strategy(key(&format!("{attempt}-charge"))?)
+            .send(&self.client)
+            .await;
+        match sent {
+            Ok(pi) => Ok(outcome_of(&pi)),
+            Err(e) => classify(e).map(|code| ChargeOutcome::Declined { code }),
+        }
+    }
+
+    pub async fn payment_intent(&self, id: &str) -> Result<WirePaymentIntent, GatewayError> {
+        RetrievePaymentIntent::new(id)
+            .build()
+            .customize::<WirePaymentIntent>()
+            .send(&self.client)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+    }
+
+    /// The charge made for `attempt` on `customer`'s cards, if Stripe has one.
+    pub async fn find_charge(&self, customer: &str, attempt: &str) -> Result<Option<WirePaymentIntent>, GatewayError> {
+        let by_customer = ListPaymentIntent::new()
+            .customer(customer)
+            .limit(100)
+            .build()
+            .customize::<WireList<WirePaymentIntent>>()
+            .send(&self.client)
+            .await;
+        let list = match by_customer {
+            Ok(list) => list,
+            // localstripe cannot filter by customer; the most recent charges are enough there.
+            Err(StripeError::Stripe(_, 400)) => ListPaymentIntent::new()
+                .limit(100)
+                .build()
+                .customize::<WireList<WirePaymentIntent>>()
+                .send(&self.client)
+                .await
+                .map_err(|e| GatewayError::Unavailable(e.to_string()))?,
+            Err(e) => return Err(GatewayError::Unavailable(e.to_string())),
+        };
+        Ok(list
+            .data
+            .into_iter()
+            .find(|pi| pi.metadata.as_ref().and_then(|m| m.get("flex_attempt")).map(String::as_str) == Some(attempt)))
+    }
+
+    pub async fn refund(
+        &self,
+        idempotency_key: &str,
+        payment_intent: &str,
+        amount: i64,
+    ) -> Result<WireRefund, GatewayError> {
+        CreateRefund::new()
+            .payment_intent(payment_intent)
+            .amount(amount)
+            .build()
+            .customize::<WireRefund>()
+            .request_strategy(key(idempotency_key)?)
+            .send(&self.client)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+    }
+}
+
+/// Our outcome for a PaymentIntent in the state Stripe reports.
+pub fn outcome_of(pi: &WirePaymentIntent) -> ChargeOutcome {
+    match pi.status.as_str() {
+        "succeeded" | "requires_capture" | "processing" => ChargeOutcome::Succeeded { gateway_ref: pi.id.clone() },
+        "requires_action" | "requires_confirmation" => ChargeOutcome::RequiresAction { gateway_ref: pi.id.clone() },
+        _ => {
+            let code = pi
+                .last_payment_error
+                .as_ref()
+                .map(|e| decline_code(e.code.as_deref(), e.decline_code.as_deref()))
+                .unwrap_or(DeclineCode::GenericDecline);
+            ChargeOutcome::Declined { code }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripe_reasons_map_to_plain_words() {
+        assert_eq!(decline_code(Some("card_declined"), Some("insufficient_funds")), DeclineCode::InsufficientFunds);
+        assert_eq!(decline_code(Some("expired_card"), None), DeclineCode::ExpiredCard);
+        assert_eq!(decline_code(Some("incorrect_cvc"), None), DeclineCode::IncorrectCvc);
+        assert_eq!(decline_code(Some("card_declined"), Some("generic_decline")), DeclineCode::GenericDecline);
+        assert_eq!(decline_code(Some("authentication_required"), None), DeclineCode::AuthenticationRequired);
+        assert_eq!(decline_code(None, None), DeclineCode::GenericDecline);
+    }
+
+    #[test]
+    fn payment_intent_states_become_outcomes() {
+        let pi = |status: &str| WirePaymentIntent {
+            id: "pi_1".into(),
+            status: status.into(),
+            amount: 4999,
+            client_secret: None,
+            last_payment_error: None,
+            metadata: None,
+        };
+        assert!(matches!(outcome_of(&pi("succeeded")), ChargeOutcome::Succeeded { .. }));
+        assert!(matches!(outcome_of(&pi("requires_action")), ChargeOutcome::RequiresAction { .. }));
+        assert!(matches!(outcome_of(&pi("requires_payment_method")), ChargeOutcome::Declined { .. }));
+    }
+}
