@@ -37,9 +37,15 @@ pub struct CachedPage {
 /// How long another instance's change to a session may take to show on this instance's cached form.
 pub const PAGE_CACHE_SECONDS: u64 = 2;
 
+/// The cache's bound, in bytes of HTML: a form is about 6.5 KB, so this holds about 600 of them.
+pub const PAGE_CACHE_BYTES: u64 = 4 * 1024 * 1024;
+
 pub fn new_page_cache() -> moka::sync::Cache<String, Arc<CachedPage>> {
     moka::sync::Cache::builder()
-        .max_capacity(10_000)
+        .weigher(|id: &String, page: &Arc<CachedPage>| {
+            u32::try_from(id.len() + page.html.len() + page.csp.len()).unwrap_or(u32::MAX)
+        })
+        .max_capacity(PAGE_CACHE_BYTES)
         .time_to_live(std::time::Duration::from_secs(PAGE_CACHE_SECONDS))
         .build()
 }

@@ -58,6 +58,9 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            // A SQLite file cannot drop a connection; checking one on every acquire costs a round
+            // trip to its worker thread. A PostgreSQL server can, so there the check stays.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -66,6 +69,8 @@ impl Db {
                         conn.execute("PRAGMA synchronous = NORMAL").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
+                        // 1 MiB of page cache per connection keeps the server's memory small.
+                        conn.execute("PRAGMA cache_size = -1024").await?;
                     }
                     Ok(())
                 })
