@@ -134,6 +134,16 @@ free_port() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Waits up to $3 seconds for process $1 to listen on port $2; fails if it dies or the time runs out.
+wait_for_port() {
+    local pid=$1 port=$2 deadline=$((SECONDS + $3))
+    while ((SECONDS < deadline)) && kill -0 "$pid" 2>/dev/null; do
+        port_open "$port" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # ---------------------------------------------------------------------------------------------
 # chromedriver + headless Chromium.
 
@@ -147,21 +157,17 @@ start_chromedriver() {
         missing "chromedriver is not installed"
         return
     fi
-    local attempt port deadline
+    local attempt port
     for attempt in 1 2 3; do
         port=$(free_port)
         chromedriver --port="$port" --allowed-ips=127.0.0.1 --log-level=WARNING >"$scratch/chromedriver.log" 2>&1 &
         chromedriver_pid=$!
-        deadline=$((SECONDS + 20))
-        while ((SECONDS < deadline)) && kill -0 "$chromedriver_pid" 2>/dev/null; do
-            if port_open "$port"; then
-                export WEBDRIVER_URL="http://127.0.0.1:$port"
-                export CHROME_BIN="$chrome_bin"
-                log "chromedriver $(chromedriver --version | awk '{print $2}') on $WEBDRIVER_URL, browser $CHROME_BIN"
-                return
-            fi
-            sleep 0.1
-        done
+        if wait_for_port "$chromedriver_pid" "$port" 20; then
+            export WEBDRIVER_URL="http://127.0.0.1:$port"
+            export CHROME_BIN="$chrome_bin"
+            log "chromedriver $(chromedriver --version | awk '{print $2}') on $WEBDRIVER_URL, browser $CHROME_BIN"
+            return
+        fi
         kill "$chromedriver_pid" 2>/dev/null || true
         wait "$chromedriver_pid" 2>/dev/null || true
         chromedriver_pid=""
@@ -228,20 +234,16 @@ start_localstripe() {
         missing "localstripe could not be installed from PyPI"
         return
     fi
-    local attempt port deadline
+    local attempt port
     for attempt in 1 2 3; do
         port=$(free_port)
         "$venv/bin/localstripe" --port "$port" --from-scratch >"$scratch/localstripe.log" 2>&1 &
         localstripe_pid=$!
-        deadline=$((SECONDS + 30))
-        while ((SECONDS < deadline)) && kill -0 "$localstripe_pid" 2>/dev/null; do
-            if port_open "$port"; then
-                export LOCALSTRIPE_URL="http://127.0.0.1:$port"
-                log "localstripe $("$venv/bin/pip" show localstripe 2>/dev/null | awk '/^Version/ {print $2}') on $LOCALSTRIPE_URL"
-                return
-            fi
-            sleep 0.1
-        done
+        if wait_for_port "$localstripe_pid" "$port" 30; then
+            export LOCALSTRIPE_URL="http://127.0.0.1:$port"
+            log "localstripe $("$venv/bin/pip" show localstripe 2>/dev/null | awk '/^Version/ {print $2}') on $LOCALSTRIPE_URL"
+            return
+        fi
         kill "$localstripe_pid" 2>/dev/null || true
         wait "$localstripe_pid" 2>/dev/null || true
         localstripe_pid=""
