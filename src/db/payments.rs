@@ -400,10 +400,3 @@ pub async fn update_sandbox_charge(
     .await?;
     Ok(done.rows_affected() == 1)
 }
-
-pub async fn count_sandbox_charges(conn: &mut Conn, outcome: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sandbox_charges WHERE outcome = $1")
-        .bind(outcome)
-        .fetch_one(conn)
-        .await
-}
