@@ -61,18 +61,11 @@ where
     let now = state.clock.now();
     let existing = {
         let mut conn = state.db.conn().await?;
-        sqlx::query(
-            "DELETE FROM idempotency_keys WHERE merchant_id = $1 AND livemode = $2 AND idempotency_key = $3
-                AND status_code IS NULL AND created_at < $4",
-        )
-        .bind(auth.owner.merchant_id.as_str())
-        .bind(auth.owner.mode.as_flag())
-        .bind(&key)
-        .bind(now.plus_seconds(-ABANDONED_SECONDS).micros())
-        .execute(&mut *conn)
-        .await?;
-        db::idempotency::claim(&mut conn, &auth.owner, &key, &request_hash, now, now.plus_seconds(-RETENTION_SECONDS))
-            .await?
+        let stale = db::idempotency::Stale {
+            answered_before: now.plus_seconds(-RETENTION_SECONDS),
+            unanswered_before: now.plus_seconds(-ABANDONED_SECONDS),
+        };
+        db::idempotency::claim(&mut conn, &auth.owner, &key, &request_hash, now, stale).await?
     };
     if let Some(record) = existing {
         if record.request_hash != request_hash {

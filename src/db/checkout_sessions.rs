@@ -369,15 +369,6 @@ pub async fn claim_for_payment(
     Ok(done.rows_affected() == 1)
 }
 
-/// The attempt currently holding the session, if any.
-pub async fn processing_attempt(conn: &mut Conn, id: &CheckoutSessionId) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar::<_, Option<String>>("SELECT processing_attempt_id FROM checkout_sessions WHERE id = $1")
-        .bind(id.as_str())
-        .fetch_optional(conn)
-        .await
-        .map(Option::flatten)
-}
-
 /// Lets go of the session after a decline or an abandoned challenge; counts a decline if `declined`.
 pub async fn release(
     conn: &mut Conn,

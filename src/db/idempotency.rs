@@ -13,23 +13,30 @@ pub struct Record {
 }
 
 /// Claims `key` for a new request. Returns `None` when claimed, or the existing record.
+/// When an earlier record stops binding its key: past retention, or a claim whose request never
+/// answered (its process died) after a short while.
+pub struct Stale {
+    pub answered_before: Timestamp,
+    pub unanswered_before: Timestamp,
+}
+
 pub async fn claim(
     conn: &mut Conn,
     owner: &Owner,
     key: &str,
     request_hash: &str,
     now: Timestamp,
-    expired_before: Timestamp,
+    stale: Stale,
 ) -> Result<Option<Record>, sqlx::Error> {
-    // A record older than 24 hours no longer binds the key.
     sqlx::query(
         "DELETE FROM idempotency_keys WHERE merchant_id = $1 AND livemode = $2 AND idempotency_key = $3
-            AND created_at < $4",
+            AND (created_at < $4 OR (status_code IS NULL AND created_at < $5))",
     )
     .bind(owner.merchant_id.as_str())
     .bind(owner.mode.as_flag())
     .bind(key)
-    .bind(expired_before.micros())
+    .bind(stale.answered_before.micros())
+    .bind(stale.unanswered_before.micros())
     .execute(&mut *conn)
     .await?;
     let inserted = sqlx::query(

@@ -575,32 +575,23 @@ async fn wait_for_other_payment(state: &AppState, id: &CheckoutSessionId) -> Res
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let now = state.clock.now();
-        let (session, holder) = {
+        let row = {
             let mut conn = state.db.conn().await?;
-            let session = db::checkout_sessions::get_any(&mut conn, id)
+            db::checkout_sessions::page_row(&mut conn, id)
                 .await?
                 .ok_or_else(|| FlowError::NotFound { resource: "checkout session", id: id.to_string() })?
-                .session;
-            (session, db::checkout_sessions::processing_attempt(&mut conn, id).await?)
         };
-        if let Some(done) = settled(&session, now) {
+        if let Some(done) = settled(&row.owned.session, now) {
             return Ok(done);
         }
-        match holder {
+        match row.processing_attempt {
             None => {
                 return Ok(PayResult::Declined {
                     message: "Your other payment attempt for this order did not go through. Please try again.".into(),
                 })
             }
-            Some(attempt) => {
-                let attempt = PaymentAttemptId::from_trusted(attempt);
-                let mut conn = state.db.conn().await?;
-                if let Some(a) = db::payments::get_attempt(&mut conn, &attempt).await? {
-                    if a.status == "requires_action" {
-                        return Ok(PayResult::RequiresAction { attempt });
-                    }
-                }
-            }
+            Some((attempt, status)) if status == "requires_action" => return Ok(PayResult::RequiresAction { attempt }),
+            Some(_) => {}
         }
         if tokio::time::Instant::now() >= deadline {
             return Ok(PayResult::InProgress);
@@ -613,21 +604,16 @@ async fn wait_for_other_payment(state: &AppState, id: &CheckoutSessionId) -> Res
 async fn abandon_pending_action(state: &AppState, id: &CheckoutSessionId) -> Result<(), FlowError> {
     let holder = {
         let mut conn = state.db.conn().await?;
-        db::checkout_sessions::processing_attempt(&mut conn, id).await?
+        db::checkout_sessions::page_row(&mut conn, id).await?.and_then(|row| row.processing_attempt)
     };
-    let Some(attempt) = holder else { return Ok(()) };
-    let attempt = PaymentAttemptId::from_trusted(attempt);
-    let is_waiting = {
-        let mut conn = state.db.conn().await?;
-        db::payments::get_attempt(&mut conn, &attempt).await?.map(|a| a.status) == Some("requires_action".into())
-    };
-    if is_waiting {
-        match state.gateway.complete_action(attempt.as_str(), false).await {
-            Ok(outcome) => {
-                apply_payment_outcome(state, &attempt, outcome).await?;
-            }
-            Err(e) => return Err(FlowError::Internal(anyhow::anyhow!(e))),
-        }
+    let Some((attempt, status)) = holder else { return Ok(()) };
+    if status == "requires_action" {
+        let outcome = state
+            .gateway
+            .complete_action(attempt.as_str(), false)
+            .await
+            .map_err(|e| FlowError::Internal(anyhow::anyhow!(e)))?;
+        apply_payment_outcome(state, &attempt, outcome).await?;
     }
     Ok(())
 }

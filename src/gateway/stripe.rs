@@ -127,6 +127,11 @@ fn key(raw: &str) -> Result<RequestStrategy, GatewayError> {
         .map_err(|e| GatewayError::Unavailable(format!("bad idempotency key: {e}")))
 }
 
+/// A failure that says nothing about the card: retried or reconciled later.
+fn unknown(e: StripeError) -> GatewayError {
+    GatewayError::Unavailable(e.to_string())
+}
+
 /// The plain-words reason behind a Stripe decline.
 pub fn decline_code(code: Option<&str>, decline: Option<&str>) -> DeclineCode {
     let pick = |s: &str| match s {
@@ -147,7 +152,7 @@ fn classify(e: StripeError) -> Result<DeclineCode, GatewayError> {
             let code = err.code.as_ref().map(|c| c.as_str().to_string());
             Ok(decline_code(code.as_deref(), err.decline_code.as_deref()))
         }
-        other => Err(GatewayError::Unavailable(other.to_string())),
+        other => Err(unknown(other)),
     }
 }
 
@@ -161,7 +166,7 @@ impl StripeApi {
         if let Some(base) = &config.api_base {
             builder = builder.url(base.clone());
         }
-        let client = builder.build().map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        let client = builder.build().map_err(unknown)?;
         Ok(StripeApi { client, config })
     }
 
@@ -173,7 +178,7 @@ impl StripeApi {
             .request_strategy(key(idempotency_key)?)
             .send(&self.client)
             .await
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+            .map_err(unknown)?;
         Ok(customer.id)
     }
 
@@ -193,7 +198,7 @@ impl StripeApi {
             .request_strategy(key(idempotency_key)?)
             .send(&self.client)
             .await
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+            .map_err(unknown)
     }
 
     pub async fn setup_state(&self, setup_intent: &str) -> Result<(WireSetupIntent, SetupState), GatewayError> {
@@ -202,7 +207,7 @@ impl StripeApi {
             .customize::<WireSetupIntent>()
             .send(&self.client)
             .await
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+            .map_err(unknown)?;
         let state = match si.status.as_str() {
             "succeeded" => match (&si.customer, &si.payment_method) {
                 (Some(c), Some(pm)) => SetupState::Succeeded { customer: c.clone(), payment_method: pm.clone() },
@@ -224,7 +229,7 @@ impl StripeApi {
             .customize::<WirePaymentMethod>()
             .send(&self.client)
             .await
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+            .map_err(unknown)?;
         let card = pm.card.ok_or_else(|| GatewayError::Unavailable("payment method has no card".into()))?;
         Ok(CardDetails {
             brand: card.brand.unwrap_or_else(|| "unknown".into()),
@@ -275,7 +280,7 @@ impl StripeApi {
             .customize::<WirePaymentIntent>()
             .send(&self.client)
             .await
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+            .map_err(unknown)
     }
 
     /// The charge made for `attempt` on `customer`'s cards, if Stripe has one.
@@ -296,8 +301,8 @@ impl StripeApi {
                 .customize::<WireList<WirePaymentIntent>>()
                 .send(&self.client)
                 .await
-                .map_err(|e| GatewayError::Unavailable(e.to_string()))?,
-            Err(e) => return Err(GatewayError::Unavailable(e.to_string())),
+                .map_err(unknown)?,
+            Err(e) => return Err(unknown(e)),
         };
         Ok(list
             .data
@@ -319,7 +324,7 @@ impl StripeApi {
             .request_strategy(key(idempotency_key)?)
             .send(&self.client)
             .await
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+            .map_err(unknown)
     }
 }
 
