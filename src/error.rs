@@ -113,6 +113,16 @@ impl ApiError {
         )
     }
 
+    /// 503: the payment processor did not answer; nothing is half done and a retry is safe.
+    pub fn processor_unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "processor_unavailable",
+            "The payment processor did not answer. Nothing was changed; retry with the same Idempotency-Key.",
+        )
+    }
+
     pub fn body(&self) -> serde_json::Value {
         let mut error = json!({
             "type": self.error_type,
@@ -172,6 +182,8 @@ pub enum PageError {
     Forbidden(&'static str),
     BadRequest(String),
     TooLarge,
+    /// The payment processor did not answer.
+    Unavailable,
     Internal(String),
 }
 
@@ -189,6 +201,7 @@ impl std::fmt::Display for PageError {
             PageError::Forbidden(why) => write!(f, "forbidden: {why}"),
             PageError::BadRequest(why) => write!(f, "bad request: {why}"),
             PageError::TooLarge => f.write_str("form too large"),
+            PageError::Unavailable => f.write_str("payment processor unavailable"),
             PageError::Internal(_) => f.write_str("internal error"),
         }
     }
@@ -213,6 +226,7 @@ impl ResponseError for PageError {
             PageError::Forbidden(_) => StatusCode::FORBIDDEN,
             PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
             PageError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            PageError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             PageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -230,6 +244,10 @@ impl ResponseError for PageError {
             PageError::TooLarge => {
                 ("That was more than this form takes", "Please shorten what you typed and try again.")
             }
+            PageError::Unavailable => (
+                "The payment service is not answering",
+                "We could not reach the payment service, and no payment was taken. Please try again in a moment.",
+            ),
             PageError::Internal(_) => (
                 "Something went wrong",
                 "Something went wrong on our side. No payment was taken twice. Please try again in a moment.",

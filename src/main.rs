@@ -86,12 +86,12 @@ async fn serve(database_url: String, args: ServeArgs) -> anyhow::Result<()> {
         println!();
     }
     println!(
-        "flex-checkout listening on {}:{} (public URL {}, database {}, gateway {})",
+        "flex-checkout listening on {}:{} (public URL {}, database {}; {})",
         settings.host,
         app.port,
         settings.public_url,
         redact_url(&settings.database_url),
-        app.state.gateway.name()
+        app.state.gateways.describe()
     );
     app.run().await?;
     Ok(())

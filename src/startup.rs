@@ -15,7 +15,8 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::{self, Db};
 use crate::gateway::sandbox::SandboxGateway;
-use crate::gateway::PaymentGateway;
+use crate::gateway::stripe::StripeGateway;
+use crate::gateway::{Gateways, PaymentGateway};
 use crate::state::AppState;
 use crate::{api, pages, workers};
 
@@ -49,12 +50,12 @@ impl Application {
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
         let page_key = page_key(&db).await?;
-        let gateway: Arc<dyn PaymentGateway> = Arc::new(SandboxGateway::new(db.clone(), clock.clone()));
+        let gateways = gateways(&settings, &db, &clock)?;
         let per_minute = NonZeroU32::new(settings.pay_attempts_per_ip_per_minute).unwrap_or(NonZeroU32::MIN);
         let pay_limiter = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute)));
         let state = AppState {
             db,
-            gateway,
+            gateways,
             clock,
             settings: Arc::new(settings.clone()),
             page_key: Arc::new(page_key),
@@ -122,4 +123,16 @@ async fn page_key(db: &Db) -> anyhow::Result<Vec<u8>> {
     let mut conn = db.conn().await?;
     let stored = db::settings::get_or_insert(&mut conn, "page_key", &encoded).await?;
     Ok(base64::engine::general_purpose::STANDARD.decode(stored)?)
+}
+
+/// Stripe with a test key pays for test mode; with a live key, live mode (test mode keeps the
+/// sandbox); without Stripe, test mode uses the sandbox and live mode cannot pay.
+fn gateways(settings: &Settings, db: &Db, clock: &Clock) -> anyhow::Result<Gateways> {
+    let sandbox: Arc<dyn PaymentGateway> = Arc::new(SandboxGateway::new(db.clone(), clock.clone()));
+    let Some(config) = settings.stripe.clone() else { return Ok(Gateways::new(sandbox, None)) };
+    let live = config.is_live();
+    let stripe: Arc<dyn PaymentGateway> = Arc::new(
+        StripeGateway::new(config).map_err(|e| anyhow::anyhow!("cannot set up Stripe (STRIPE_SECRET_KEY): {e}"))?,
+    );
+    Ok(if live { Gateways::new(sandbox, Some(stripe)) } else { Gateways::new(stripe, None) })
 }

@@ -9,12 +9,13 @@ use governor::DefaultKeyedRateLimiter;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Db;
-use crate::gateway::PaymentGateway;
+use crate::gateway::Gateways;
 
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
-    pub gateway: Arc<dyn PaymentGateway>,
+    /// The payment gateway of each mode.
+    pub gateways: Gateways,
     pub clock: Clock,
     pub settings: Arc<Settings>,
     /// Signs the CSRF tokens of the hosted pages; shared by every instance through the database.

@@ -1,6 +1,31 @@
-// Progressive enhancement for the hosted checkout: the form works without this file.
+// The hosted checkout's script. With our own card fields it only improves a form that works
+// without it; with the processor's card fields (Stripe Elements) it runs the card step: start a
+// setup on our server, confirm the card with Stripe.js, then hand back to our server, which reads
+// the result from Stripe and charges.
 (function () {
   "use strict";
+
+  // A 3-D Secure check of the processor's own, on the authentication page.
+  var challenge = document.getElementById("challenge-form");
+  if (challenge && challenge.dataset.clientSecret && window.Stripe) {
+    var challenger = window.Stripe(challenge.dataset.stripeKey);
+    var running = false;
+    var runChallenge = function (e) {
+      if (e) e.preventDefault();
+      if (running) return;
+      running = true;
+      // Whatever the dialog answers, our server asks Stripe how the payment stands.
+      challenger.confirmCardPayment(challenge.dataset.clientSecret).then(function () {
+        challenge.submit();
+      }, function () {
+        challenge.submit();
+      });
+    };
+    challenge.addEventListener("submit", runChallenge);
+    runChallenge();
+    return;
+  }
+
   var form = document.getElementById("checkout-form");
   if (!form) return;
   var number = document.getElementById("card_number");
@@ -71,6 +96,7 @@
   }
 
   form.addEventListener("submit", function (e) {
+    if (form.dataset.stripeKey) return;
     if (number) {
       var d = digits(number.value);
       if (!luhn(d)) {
@@ -96,4 +122,113 @@
   window.addEventListener("pageshow", function (ev) {
     if (ev.persisted && button) { delete form.dataset.submitted; button.disabled = false; }
   });
+
+  if (form.dataset.stripeKey) stripeCardStep();
+
+  function busy(on) {
+    if (!button) return;
+    if (on) {
+      if (!button.dataset.label) button.dataset.label = button.textContent;
+      button.disabled = true;
+      button.setAttribute("aria-busy", "true");
+      var spin = document.createElement("span");
+      spin.className = "spinner";
+      spin.setAttribute("aria-hidden", "true");
+      button.textContent = "Processing…";
+      button.prepend(spin);
+    } else {
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+      button.textContent = button.dataset.label || button.textContent;
+    }
+  }
+
+  function notice(message) {
+    var el = document.getElementById("form-notice");
+    if (!el) {
+      el = document.createElement("p");
+      el.className = "decline";
+      el.id = "form-notice";
+      el.setAttribute("role", "alert");
+      form.parentNode.insertBefore(el, form);
+    }
+    el.textContent = message;
+  }
+
+  function stripeCardStep() {
+    var mount = document.getElementById("card-element");
+    var cardError = document.getElementById("card-element-error");
+    var confirmForm = document.getElementById("confirm-form");
+    if (!window.Stripe || !mount || !confirmForm) {
+      notice("The card field could not be loaded. Please check your connection and reload the page.");
+      if (button) button.disabled = true;
+      return;
+    }
+    var stripe = window.Stripe(form.dataset.stripeKey);
+    var card = stripe.elements().create("card", { hidePostalCode: false });
+    card.mount(mount);
+    var working = false;
+
+    function showCardError(message) {
+      cardError.textContent = message || "";
+      cardError.hidden = !message;
+    }
+
+    // Replaces the plain-form handler above: the card never goes through our server.
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      e.stopImmediatePropagation();
+      if (working) return;
+      working = true;
+      busy(true);
+      showCardError("");
+      Array.prototype.forEach.call(form.querySelectorAll("[data-live]"), function (el) { el.remove(); });
+      var fail = function (message) {
+        working = false;
+        busy(false);
+        if (message) notice(message);
+      };
+      fetch(form.dataset.setupUrl, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams(new FormData(form)).toString()
+      }).then(function (res) {
+        return res.json().then(function (body) { return { status: res.status, body: body }; });
+      }).then(function (reply) {
+        var body = reply.body || {};
+        if (body.redirect) { window.location.assign(body.redirect); return; }
+        if (body.errors) {
+          body.errors.forEach(function (err) {
+            var input = document.getElementById(err.param) || form.querySelector("[name='" + err.param + "']");
+            if (input) showError(input, err.message);
+          });
+          var first = form.querySelector("[aria-invalid=true]");
+          if (first) first.focus();
+          fail("Please check the highlighted fields.");
+          return;
+        }
+        if (!body.client_secret) { fail(body.message || "Something went wrong. Please try again."); return; }
+        var name = [form.first_name && form.first_name.value, form.last_name && form.last_name.value]
+          .filter(Boolean).join(" ");
+        var details = { email: form.email.value };
+        if (name) details.name = name;
+        return stripe.confirmCardSetup(body.client_secret, {
+          payment_method: { card: card, billing_details: details }
+        }).then(function (result) {
+          if (result && result.error && result.error.type === "validation_error") {
+            // Stripe checked the fields in the browser and sent nothing: fix and try again.
+            showCardError(result.error.message);
+            fail("");
+            return;
+          }
+          // Declined, confirmed or challenged: our server reads the outcome from Stripe.
+          confirmForm.attempt.value = body.attempt;
+          confirmForm.submit();
+        });
+      }).catch(function () {
+        fail("We could not reach the payment service. Nothing was charged. Please try again.");
+      });
+    }, true);
+  }
 })();

@@ -65,6 +65,12 @@ impl FromRequest for Auth {
             if mode != claimed_mode {
                 return Err(ApiError::unauthenticated("Invalid API key."));
             }
+            if mode == Mode::Live && state.gateways.for_mode(Mode::Live).is_none() {
+                return Err(ApiError::unauthenticated(
+                    "Live API keys work only when the server has a live Stripe key: set STRIPE_SECRET_KEY=sk_live_... \
+                     and STRIPE_PUBLISHABLE_KEY=pk_live_.... Use a test key (fsk_test_...) until then.",
+                ));
+            }
             Ok(Auth {
                 owner: Owner { merchant_id: MerchantId::from_trusted(key.merchant_id), mode },
                 key_id: ApiKeyId::from_trusted(key.id),

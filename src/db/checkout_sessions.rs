@@ -389,6 +389,15 @@ pub async fn release(
     Ok(done.rows_affected() == 1)
 }
 
+/// Counts a decline that came while the session was not held (a card refused at the setup step).
+pub async fn count_decline(conn: &mut Conn, id: &CheckoutSessionId) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE checkout_sessions SET decline_count = decline_count + 1 WHERE id = $1")
+        .bind(id.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub struct Completion<'a> {
     pub customer: &'a CustomerId,
     pub customer_email: Option<&'a str>,

@@ -30,6 +30,22 @@ pub struct AttemptRow {
     pub failure_message: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub gateway_customer: Option<String>,
+    pub setup_ref: Option<String>,
+    pub charge_ref: Option<String>,
+}
+
+/// Where an attempt stands. `setup`: the browser is confirming a card with the gateway (no charge
+/// yet, the session not held); `pending`: a charge is being asked for; then one of the others.
+pub mod attempt_status {
+    pub const SETUP: &str = "setup";
+    pub const PENDING: &str = "pending";
+    pub const REQUIRES_ACTION: &str = "requires_action";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const DECLINED: &str = "declined";
+    pub const FAILED: &str = "failed";
+    /// Given up without a decline: a setup never confirmed, or one another attempt overtook.
+    pub const ABANDONED: &str = "abandoned";
 }
 
 pub struct NewAttempt<'a> {
@@ -42,19 +58,23 @@ pub struct NewAttempt<'a> {
     pub card: Option<&'a CardDetails>,
     pub gateway: &'a str,
     pub gateway_ref: Option<&'a str>,
+    pub gateway_customer: Option<&'a str>,
+    /// `pending` when the card is in hand, `setup` when the browser still has to confirm it.
+    pub status: &'a str,
 }
 
 pub async fn insert_attempt(conn: &mut Conn, a: NewAttempt<'_>, now: Timestamp) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO payment_attempts (id, merchant_id, livemode, session_id, status, amount, currency,
             contact, card_brand, card_last4, card_exp_month, card_exp_year, card_funding, gateway,
-            gateway_ref, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)",
+            gateway_ref, created_at, updated_at, gateway_customer)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17)",
     )
     .bind(a.id.as_str())
     .bind(a.owner.merchant_id.as_str())
     .bind(a.owner.mode.as_flag())
     .bind(a.session.as_str())
+    .bind(a.status)
     .bind(a.amount)
     .bind(a.currency.code())
     .bind(a.contact)
@@ -66,9 +86,133 @@ pub async fn insert_attempt(conn: &mut Conn, a: NewAttempt<'_>, now: Timestamp) 
     .bind(a.gateway)
     .bind(a.gateway_ref)
     .bind(now.micros())
+    .bind(a.gateway_customer)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Records the setup the gateway started for a `setup` attempt.
+pub async fn set_attempt_setup(
+    conn: &mut Conn,
+    id: &PaymentAttemptId,
+    setup_ref: &str,
+    gateway_customer: &str,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE payment_attempts SET setup_ref = $1, gateway_customer = $2, updated_at = $3
+         WHERE id = $4 AND status = 'setup'",
+    )
+    .bind(setup_ref)
+    .bind(gateway_customer)
+    .bind(now.micros())
+    .bind(id.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves a `setup` attempt whose card is now saved to `pending`, before its charge. Only one door
+/// (the page, the reconciler, a webhook) wins.
+pub async fn begin_charge(
+    conn: &mut Conn,
+    id: &PaymentAttemptId,
+    card: &CardDetails,
+    gateway_ref: &str,
+    gateway_customer: Option<&str>,
+    now: Timestamp,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE payment_attempts SET status = 'pending', card_brand = $1, card_last4 = $2, card_exp_month = $3,
+            card_exp_year = $4, card_funding = $5, gateway_ref = $6,
+            gateway_customer = COALESCE($7, gateway_customer), updated_at = $8
+         WHERE id = $9 AND status = 'setup'",
+    )
+    .bind(&card.brand)
+    .bind(&card.last4)
+    .bind(i64::from(card.exp_month))
+    .bind(i64::from(card.exp_year))
+    .bind(&card.funding)
+    .bind(gateway_ref)
+    .bind(gateway_customer)
+    .bind(now.micros())
+    .bind(id.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The gateway's reference for the charge of an attempt (to resolve a challenge or look it up).
+pub async fn set_attempt_charge_ref(conn: &mut Conn, id: &PaymentAttemptId, charge_ref: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE payment_attempts SET charge_ref = $1 WHERE id = $2")
+        .bind(charge_ref)
+        .bind(id.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Puts an attempt the reconciler cannot settle yet at the back of its queue.
+pub async fn touch_attempt(conn: &mut Conn, id: &PaymentAttemptId, now: Timestamp) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE payment_attempts SET updated_at = $1 WHERE id = $2")
+        .bind(now.micros())
+        .bind(id.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The gateway customer an earlier attempt on this session made, so a retry reuses it.
+pub async fn session_gateway_customer(
+    conn: &mut Conn,
+    session: &CheckoutSessionId,
+    gateway: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT gateway_customer FROM payment_attempts
+         WHERE session_id = $1 AND gateway = $2 AND gateway_customer IS NOT NULL
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(session.as_str())
+    .bind(gateway)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The gateway customer behind a customer's saved cards, if they have one at `gateway`.
+pub async fn customer_gateway_customer(
+    conn: &mut Conn,
+    customer: &CustomerId,
+    gateway: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT gateway_customer FROM payment_methods
+         WHERE customer_id = $1 AND gateway = $2 AND gateway_customer IS NOT NULL
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(customer.as_str())
+    .bind(gateway)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Attempts the reconciler should look at: charges whose answer was never recorded, challenges,
+/// and setups the browser may have confirmed without telling us.
+pub async fn attempts_to_reconcile(
+    conn: &mut Conn,
+    stale_before: Timestamp,
+    limit: i64,
+) -> Result<Vec<AttemptRow>, sqlx::Error> {
+    sqlx::query_as::<_, AttemptRow>(
+        "SELECT * FROM payment_attempts
+         WHERE status IN ('pending', 'requires_action', 'setup') AND updated_at < $1
+         ORDER BY updated_at LIMIT $2",
+    )
+    .bind(stale_before.micros())
+    .bind(limit)
+    .fetch_all(conn)
+    .await
 }
 
 pub async fn get_attempt(conn: &mut Conn, id: &PaymentAttemptId) -> Result<Option<AttemptRow>, sqlx::Error> {
@@ -147,11 +291,13 @@ pub async fn insert_payment_method(
     pm: &PaymentMethod,
     gateway: &str,
     gateway_ref: &str,
+    gateway_customer: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO payment_methods (id, merchant_id, livemode, customer_id, brand, last4, exp_month,
-            exp_year, funding, country, billing_details, off_session, gateway, gateway_ref, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            exp_year, funding, country, billing_details, off_session, gateway, gateway_ref, created_at,
+            gateway_customer)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(pm.payment_method_id.as_str())
     .bind(owner.merchant_id.as_str())
@@ -168,6 +314,7 @@ pub async fn insert_payment_method(
     .bind(gateway)
     .bind(gateway_ref)
     .bind(pm.created_at.micros())
+    .bind(gateway_customer)
     .execute(conn)
     .await?;
     Ok(())
@@ -399,4 +546,59 @@ pub async fn update_sandbox_charge(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+pub async fn get_sandbox_charge(conn: &mut Conn, key: &str) -> Result<Option<SandboxCharge>, sqlx::Error> {
+    sqlx::query_as::<_, SandboxCharge>(
+        "SELECT idempotency_key, token, amount, currency, outcome, decline_code FROM sandbox_charges
+         WHERE idempotency_key = $1",
+    )
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+}
+
+/// What the sandbox's ledger says about a refund request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SandboxRefund {
+    /// Recorded now, or earlier under the same key (a replay gets the first answer).
+    Recorded,
+    /// More than what is left of the charge.
+    ExceedsCharge { left: i64 },
+}
+
+/// Records a refund of `amount` against the charge `charge_key` unless one exists under `key`.
+/// Call inside a transaction: the check of what is left and the insert must not interleave.
+pub async fn sandbox_refund(
+    conn: &mut Conn,
+    key: &str,
+    charge: &SandboxCharge,
+    amount: i64,
+    now: Timestamp,
+) -> Result<SandboxRefund, sqlx::Error> {
+    let existing: Option<i64> = sqlx::query_scalar("SELECT amount FROM sandbox_refunds WHERE idempotency_key = $1")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if existing.is_some() {
+        return Ok(SandboxRefund::Recorded);
+    }
+    let refunded: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM sandbox_refunds WHERE charge_key = $1",
+    )
+    .bind(&charge.idempotency_key)
+    .fetch_one(&mut *conn)
+    .await?;
+    let left = charge.amount - refunded;
+    if amount > left {
+        return Ok(SandboxRefund::ExceedsCharge { left });
+    }
+    sqlx::query("INSERT INTO sandbox_refunds (idempotency_key, charge_key, amount, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(key)
+        .bind(&charge.idempotency_key)
+        .bind(amount)
+        .bind(now.micros())
+        .execute(conn)
+        .await?;
+    Ok(SandboxRefund::Recorded)
 }

@@ -27,7 +27,7 @@ use crate::domain::subscription::{
 };
 use crate::domain::timestamp::Timestamp;
 use crate::domain::{FieldError, Owner};
-use crate::gateway::{ChargeOutcome, ChargeRequest, GatewayError};
+use crate::gateway::{CardEntry, ChallengeAnswer, ChargeLookup, ChargeOutcome, ChargeRequest, GatewayError, PendingCharge};
 use crate::state::AppState;
 
 use super::{events, FlowError};
@@ -195,10 +195,10 @@ pub async fn create(state: &AppState, owner: &Owner, new: NewSession) -> Result<
             t
         }
     };
-    if !state.gateway.supports(owner.mode) {
+    if !super::gateway(state, owner.mode)?.supports(owner.mode) {
         return Err(FlowError::Unprocessable {
             code: "live_mode_unavailable",
-            message: "live-mode checkout needs the Stripe gateway; configure STRIPE_SECRET_KEY with a live key".into(),
+            message: "live-mode checkout needs a live Stripe key; configure STRIPE_SECRET_KEY=sk_live_...".into(),
         });
     }
 
@@ -502,12 +502,19 @@ async fn pay_inner(state: &AppState, id: &CheckoutSessionId, form: PaymentForm) 
     // A challenge the customer walked away from gives way to this new try.
     abandon_pending_action(state, id).await?;
 
-    let saved = match state.gateway.save_card(&form.card).await {
+    let gateway = super::gateway(state, owned.owner.mode)?;
+    let CardEntry::OwnForm(cards) = gateway.card_entry() else {
+        return Err(FlowError::Unprocessable {
+            code: "card_entry",
+            message: "this checkout takes cards in the payment processor's own fields".into(),
+        });
+    };
+    let saved = match cards.save_card(&form.card).await {
         Ok(saved) => saved,
         Err(GatewayError::CardRejected { param, message }) => {
             return Ok(PayResult::CardRejected(FieldError::new(param, message)))
         }
-        Err(GatewayError::Unavailable(e)) => return Err(FlowError::Internal(anyhow::anyhow!(e))),
+        Err(GatewayError::Unavailable(e)) => return Err(FlowError::Unavailable(e)),
     };
 
     let attempt = PaymentAttemptId::generate();
@@ -529,23 +536,36 @@ async fn pay_inner(state: &AppState, id: &CheckoutSessionId, form: PaymentForm) 
                 currency: owned.session.currency,
                 contact: &contact,
                 card: Some(&saved.details),
-                gateway: state.gateway.name(),
+                gateway: gateway.name(),
                 gateway_ref: Some(&saved.gateway_ref),
+                gateway_customer: saved.gateway_customer.as_deref(),
+                status: db::payments::attempt_status::PENDING,
             },
             now,
         )
         .await?;
         tx.commit().await?;
     }
+    charge_claimed(state, &owned.session, &attempt, &saved).await
+}
 
-    let outcome = state
-        .gateway
+/// Charges the saved card for the session `attempt` holds, then records the answer. Shared by the
+/// own-form payment and the browser-confirmed setup.
+pub(crate) async fn charge_claimed(
+    state: &AppState,
+    session: &CheckoutSession,
+    attempt: &PaymentAttemptId,
+    card: &crate::gateway::SavedCard,
+) -> Result<PayResult, FlowError> {
+    let gateway = super::gateway(state, if session.test_mode { crate::domain::Mode::Test } else { crate::domain::Mode::Live })?;
+    let outcome = gateway
         .charge(ChargeRequest {
             idempotency_key: attempt.as_str(),
-            card_ref: &saved.gateway_ref,
-            amount: owned.session.amount_total,
-            currency: owned.session.currency,
+            card,
+            amount: session.amount_total,
+            currency: session.currency,
             off_session: false,
+            manual_capture: session.capture_method == CaptureMethod::Manual,
         })
         .await;
     let outcome = match outcome {
@@ -557,11 +577,11 @@ async fn pay_inner(state: &AppState, id: &CheckoutSessionId, form: PaymentForm) 
             return Ok(PayResult::InProgress);
         }
     };
-    apply_payment_outcome(state, &attempt, outcome).await
+    apply_payment_outcome(state, attempt, outcome).await
 }
 
 /// The result for a session that can no longer take a payment, if it cannot.
-fn settled(session: &CheckoutSession, now: Timestamp) -> Option<PayResult> {
+pub(crate) fn settled(session: &CheckoutSession, now: Timestamp) -> Option<PayResult> {
     match session.status_at(now) {
         SessionStatus::Complete => Some(PayResult::Completed { redirect: session.success_redirect() }),
         SessionStatus::Expired => Some(PayResult::Expired),
@@ -571,7 +591,7 @@ fn settled(session: &CheckoutSession, now: Timestamp) -> Option<PayResult> {
 }
 
 /// Another request holds the session: wait (bounded) for it to finish and answer as it did.
-async fn wait_for_other_payment(state: &AppState, id: &CheckoutSessionId) -> Result<PayResult, FlowError> {
+pub(crate) async fn wait_for_other_payment(state: &AppState, id: &CheckoutSessionId) -> Result<PayResult, FlowError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let now = state.clock.now();
@@ -608,14 +628,28 @@ async fn abandon_pending_action(state: &AppState, id: &CheckoutSessionId) -> Res
     };
     let Some((attempt, status)) = holder else { return Ok(()) };
     if status == "requires_action" {
-        let outcome = state
-            .gateway
-            .complete_action(attempt.as_str(), false)
-            .await
-            .map_err(|e| FlowError::Internal(anyhow::anyhow!(e)))?;
-        apply_payment_outcome(state, &attempt, outcome).await?;
+        resolve_challenge(state, &attempt, ChallengeAnswer::Abandoned).await?;
     }
     Ok(())
+}
+
+/// Ends the challenge of `attempt` at its gateway and records what the gateway then says.
+async fn resolve_challenge(
+    state: &AppState,
+    attempt: &PaymentAttemptId,
+    answer: ChallengeAnswer,
+) -> Result<PayResult, FlowError> {
+    let row = {
+        let mut conn = state.db.conn().await?;
+        db::payments::get_attempt(&mut conn, attempt)
+            .await?
+            .ok_or_else(|| FlowError::NotFound { resource: "payment attempt", id: attempt.to_string() })?
+    };
+    let gateway = super::gateway(state, crate::domain::Mode::from_flag(row.livemode))?;
+    let outcome = gateway
+        .complete_action(PendingCharge { idempotency_key: &row.id, charge_ref: row.charge_ref.as_deref() }, answer)
+        .await?;
+    apply_payment_outcome(state, attempt, outcome).await
 }
 
 /// The customer answered the 3-D Secure challenge of `attempt`.
@@ -623,7 +657,7 @@ pub async fn authenticate(
     state: &AppState,
     id: &CheckoutSessionId,
     attempt: &PaymentAttemptId,
-    approved: bool,
+    answer: ChallengeAnswer,
 ) -> Result<PayResult, FlowError> {
     let state2 = state.clone();
     let id2 = id.clone();
@@ -649,12 +683,7 @@ pub async fn authenticate(
                     .unwrap_or_else(|| DeclineCode::AuthenticationRequired.customer_message().to_string()),
             }));
         }
-        let outcome = state2
-            .gateway
-            .complete_action(attempt2.as_str(), approved)
-            .await
-            .map_err(|e| FlowError::Internal(anyhow::anyhow!(e)))?;
-        apply_payment_outcome(&state2, &attempt2, outcome).await
+        resolve_challenge(&state2, &attempt2, answer).await
     });
     match task.await {
         Ok(result) => result,
@@ -690,7 +719,7 @@ async fn record_outcome(
     let owned = db::checkout_sessions::get_any(&mut tx, &session_id)
         .await?
         .ok_or_else(|| FlowError::NotFound { resource: "checkout session", id: session_id.to_string() })?;
-    let open_states = ["pending", "requires_action"];
+    let open_states = ["pending", "requires_action", "setup"];
 
     match outcome {
         ChargeOutcome::Declined { code } => {
@@ -708,28 +737,39 @@ async fn record_outcome(
                 drop(tx);
                 return Ok((session_id.clone(), already_applied(state, &session_id).await?));
             }
-            db::checkout_sessions::release(&mut tx, &session_id, attempt_id, true).await?;
+            // A card refused at the setup step never held the session; the decline still counts.
+            if !db::checkout_sessions::release(&mut tx, &session_id, attempt_id, true).await? {
+                db::checkout_sessions::count_decline(&mut tx, &session_id).await?;
+            }
             tx.commit().await?;
             if owned.session.decline_count + 1 >= cs::MAX_DECLINES {
                 return Ok((session_id, PayResult::Locked));
             }
             Ok((session_id, PayResult::Declined { message: code.customer_message().to_string() }))
         }
-        ChargeOutcome::RequiresAction { .. } => {
+        ChargeOutcome::RequiresAction { gateway_ref } => {
+            if attempt.status == "requires_action" {
+                // Still waiting on the customer's bank (the dialog was closed unanswered).
+                return Ok((session_id, PayResult::RequiresAction { attempt: attempt_id.clone() }));
+            }
             if !db::payments::finish_attempt(&mut tx, attempt_id, &["pending"], "requires_action", None, None, now)
                 .await?
             {
                 drop(tx);
                 return Ok((session_id.clone(), already_applied(state, &session_id).await?));
             }
+            db::payments::set_attempt_charge_ref(&mut tx, attempt_id, &gateway_ref).await?;
             tx.commit().await?;
             Ok((session_id, PayResult::RequiresAction { attempt: attempt_id.clone() }))
         }
         ChargeOutcome::Succeeded { gateway_ref } => {
-            if !db::payments::finish_attempt(&mut tx, attempt_id, &open_states, "succeeded", None, None, now).await? {
+            if !db::payments::finish_attempt(&mut tx, attempt_id, &["pending", "requires_action"], "succeeded", None, None, now)
+                .await?
+            {
                 drop(tx);
                 return Ok((session_id.clone(), already_applied(state, &session_id).await?));
             }
+            db::payments::set_attempt_charge_ref(&mut tx, attempt_id, &gateway_ref).await?;
             let session = complete_session(&mut tx, state, &owned, &attempt, &gateway_ref, now).await?;
             tx.commit().await?;
             Ok((session_id, PayResult::Completed { redirect: session.success_redirect() }))
@@ -813,6 +853,7 @@ async fn complete_session(
             &pm,
             &attempt.gateway,
             attempt.gateway_ref.as_deref().unwrap_or_default(),
+            attempt.gateway_customer.as_deref(),
         )
         .await?;
         Some(pm)
@@ -1089,75 +1130,87 @@ async fn start_subscription(
 }
 
 /// Settles attempts whose outcome was never recorded (the process died after asking the gateway,
-/// or while waiting for it), from the gateway's own record. Returns how many were settled.
+/// or while waiting for it; the browser confirmed a card and went away), from the gateway's own
+/// record. Returns how many were settled.
 pub async fn reconcile_stale_attempts(state: &AppState, limit: i64) -> Result<usize, FlowError> {
     let now = state.clock.now();
-    let stale_before = now.plus_seconds(-STALE_PAYMENT_SECONDS);
-    let ids: Vec<String> = {
+    let rows = {
         let mut conn = state.db.conn().await?;
-        sqlx::query_scalar::<_, String>(
-            "SELECT id FROM payment_attempts
-             WHERE (status = 'pending' AND updated_at < $1) OR (status = 'requires_action' AND updated_at < $2)
-             ORDER BY updated_at LIMIT $3",
-        )
-        .bind(stale_before.micros())
-        .bind(now.plus_seconds(-CHALLENGE_TIMEOUT_SECONDS).micros())
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?
+        db::payments::attempts_to_reconcile(&mut conn, now.plus_seconds(-STALE_PAYMENT_SECONDS), limit).await?
     };
     let mut settled_count = 0;
-    for id in ids {
-        let attempt = PaymentAttemptId::from_trusted(id);
-        let recorded = state.gateway.lookup(attempt.as_str()).await;
-        let outcome = match recorded {
-            Ok(Some(ChargeOutcome::RequiresAction { .. })) => {
-                // Nobody answered the challenge in time: cancel it at the gateway.
-                match state.gateway.complete_action(attempt.as_str(), false).await {
-                    Ok(o) => o,
-                    Err(e) => {
-                        tracing::warn!(attempt = %attempt, error = %e, "cannot cancel a stale challenge");
-                        continue;
-                    }
-                }
+    for row in rows {
+        let attempt = PaymentAttemptId::from_trusted(row.id.clone());
+        match reconcile_one(state, &attempt, &row, now).await {
+            Ok(true) => settled_count += 1,
+            Ok(false) => {}
+            // One attempt the gateway cannot answer for now must not hold up the others.
+            Err(FlowError::Unavailable(e)) => {
+                tracing::warn!(attempt = %attempt, error = %e, "gateway unavailable while reconciling")
             }
-            Ok(Some(o)) => o,
-            Ok(None) => {
-                // The gateway never saw it: nothing was charged; let the session go.
-                let mut tx = state.db.begin().await?;
-                let row = db::payments::get_attempt(&mut tx, &attempt).await?;
-                if db::payments::finish_attempt(
-                    &mut tx,
-                    &attempt,
-                    &["pending"],
-                    "failed",
-                    None,
-                    Some("the payment was interrupted before it reached the processor"),
-                    now,
-                )
-                .await?
-                {
-                    if let Some(session) = row.and_then(|r| r.session_id) {
-                        db::checkout_sessions::release(
-                            &mut tx,
-                            &CheckoutSessionId::from_trusted(session),
-                            &attempt,
-                            false,
-                        )
-                        .await?;
-                    }
-                }
-                tx.commit().await?;
-                settled_count += 1;
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(attempt = %attempt, error = %e, "gateway unavailable while reconciling");
-                continue;
-            }
-        };
-        apply_payment_outcome(state, &attempt, outcome).await?;
-        settled_count += 1;
+            Err(e) => return Err(e),
+        }
     }
     Ok(settled_count)
+}
+
+async fn reconcile_one(
+    state: &AppState,
+    attempt: &PaymentAttemptId,
+    row: &db::payments::AttemptRow,
+    now: Timestamp,
+) -> Result<bool, FlowError> {
+    let gateway = super::gateway(state, crate::domain::Mode::from_flag(row.livemode))?;
+    if gateway.name() != row.gateway {
+        tracing::warn!(attempt = %attempt, gateway = %row.gateway, "attempt of a gateway this server no longer runs");
+        return Ok(false);
+    }
+    let challenge_expired = row.updated_at < now.plus_seconds(-CHALLENGE_TIMEOUT_SECONDS).micros();
+    if row.status == db::payments::attempt_status::SETUP {
+        return super::card_setup::reconcile_setup(state, attempt, challenge_expired).await;
+    }
+    let recorded = gateway
+        .lookup(ChargeLookup {
+            idempotency_key: &row.id,
+            gateway_customer: row.gateway_customer.as_deref(),
+            charge_ref: row.charge_ref.as_deref(),
+        })
+        .await?;
+    match recorded {
+        Some(ChargeOutcome::RequiresAction { .. }) if challenge_expired => {
+            // Nobody answered the challenge in time: cancel it at the gateway.
+            resolve_challenge(state, attempt, ChallengeAnswer::Abandoned).await?;
+            Ok(true)
+        }
+        // The customer may still answer.
+        Some(ChargeOutcome::RequiresAction { .. }) => Ok(false),
+        Some(outcome) => {
+            apply_payment_outcome(state, attempt, outcome).await?;
+            Ok(true)
+        }
+        None if row.status == db::payments::attempt_status::PENDING => {
+            // The gateway never saw it: nothing was charged; let the session go.
+            let mut tx = state.db.begin().await?;
+            if db::payments::finish_attempt(
+                &mut tx,
+                attempt,
+                &["pending"],
+                "failed",
+                None,
+                Some("the payment was interrupted before it reached the processor"),
+                now,
+            )
+            .await?
+            {
+                if let Some(session) = &row.session_id {
+                    db::checkout_sessions::release(&mut tx, &CheckoutSessionId::from_trusted(session.clone()), attempt, false)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            state.page_cache.invalidate(row.session_id.as_deref().unwrap_or_default());
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }

@@ -1,6 +1,7 @@
 //! Use cases shared by the API, the pages and the workers. Each owns its transaction: everything a
 //! use case changes, and the events that report it, commit together or not at all.
 
+pub mod card_setup;
 pub mod catalog;
 pub mod checkout;
 pub mod events;
@@ -27,7 +28,28 @@ pub enum FlowError {
         message: String,
         param: Option<String>,
     },
+    /// The payment processor did not answer; nothing was changed that a retry cannot finish.
+    Unavailable(String),
     Internal(anyhow::Error),
+}
+
+/// The gateway that takes payments in `mode`.
+pub fn gateway(state: &crate::state::AppState, mode: crate::domain::Mode) -> Result<&dyn crate::gateway::PaymentGateway, FlowError> {
+    state.gateways.for_mode(mode).ok_or_else(|| FlowError::Unprocessable {
+        code: "live_mode_unavailable",
+        message: "live-mode payments need a live Stripe key; configure STRIPE_SECRET_KEY=sk_live_...".into(),
+    })
+}
+
+impl From<crate::gateway::GatewayError> for FlowError {
+    fn from(e: crate::gateway::GatewayError) -> FlowError {
+        match e {
+            crate::gateway::GatewayError::CardRejected { param, message } => {
+                FlowError::Invalid(crate::domain::FieldError::new(param, message))
+            }
+            crate::gateway::GatewayError::Unavailable(why) => FlowError::Unavailable(why),
+        }
+    }
 }
 
 impl From<sqlx::Error> for FlowError {
@@ -54,6 +76,10 @@ impl From<FlowError> for ApiError {
                     Some(p) => e.with_param(p),
                     None => e,
                 }
+            }
+            FlowError::Unavailable(why) => {
+                tracing::warn!(error = %why, "payment processor unavailable");
+                ApiError::processor_unavailable()
             }
             FlowError::Internal(e) => ApiError::internal(e),
         }

@@ -2,9 +2,12 @@
 //! test mode does, and keeps its own ledger (a table of its own, as a real processor would keep
 //! its records) keyed by our idempotency key, so a replayed request gets the first answer.
 
-use super::{BoxFuture, ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, SavedCard};
+use super::{
+    BoxFuture, CardEntry, ChallengeAnswer, ChargeLookup, ChargeOutcome, ChargeRequest, FormCards, GatewayError,
+    PaymentGateway, PendingCharge, RefundOutcome, RefundRequest, SavedCard,
+};
 use crate::clock::Clock;
-use crate::db::payments::{self, SandboxCharge};
+use crate::db::payments::{self, SandboxCharge, SandboxRefund};
 use crate::db::Db;
 use crate::domain::card::{self, CardInput, TestBehavior};
 use crate::domain::payment::{CardDetails, DeclineCode};
@@ -22,6 +25,7 @@ impl SandboxGateway {
 }
 
 const TOKEN_PREFIX: &str = "sbx_card_";
+const CHARGE_PREFIX: &str = "sbx_ch_";
 
 fn behavior_of(card_ref: &str) -> Option<TestBehavior> {
     let rest = card_ref.strip_prefix(TOKEN_PREFIX)?;
@@ -46,7 +50,7 @@ fn first_answer(behavior: TestBehavior, amount: i64, off_session: bool) -> (&'st
 }
 
 fn outcome_of(charge: &SandboxCharge) -> Result<ChargeOutcome, GatewayError> {
-    let gateway_ref = format!("sbx_ch_{}", charge.idempotency_key);
+    let gateway_ref = format!("{CHARGE_PREFIX}{}", charge.idempotency_key);
     match charge.outcome.as_str() {
         "succeeded" => Ok(ChargeOutcome::Succeeded { gateway_ref }),
         "requires_action" => Ok(ChargeOutcome::RequiresAction { gateway_ref }),
@@ -65,15 +69,7 @@ fn unavailable(e: sqlx::Error) -> GatewayError {
     GatewayError::Unavailable(e.to_string())
 }
 
-impl PaymentGateway for SandboxGateway {
-    fn name(&self) -> &'static str {
-        "sandbox"
-    }
-
-    fn supports(&self, mode: Mode) -> bool {
-        mode.is_test()
-    }
-
+impl FormCards for SandboxGateway {
     fn save_card<'a>(&'a self, input: &'a CardInput) -> BoxFuture<'a, Result<SavedCard, GatewayError>> {
         Box::pin(async move {
             let Some(test_card) = card::test_card(&input.number) else {
@@ -85,6 +81,7 @@ impl PaymentGateway for SandboxGateway {
             };
             Ok(SavedCard {
                 gateway_ref: format!("{TOKEN_PREFIX}{}_{}", test_card.behavior.code(), crate::domain::ids::new_ulid()),
+                gateway_customer: None,
                 details: CardDetails {
                     brand: test_card.brand.as_str().into(),
                     last4: input.last4(),
@@ -96,10 +93,24 @@ impl PaymentGateway for SandboxGateway {
             })
         })
     }
+}
+
+impl PaymentGateway for SandboxGateway {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+
+    fn supports(&self, mode: Mode) -> bool {
+        mode.is_test()
+    }
+
+    fn card_entry(&self) -> CardEntry<'_> {
+        CardEntry::OwnForm(self)
+    }
 
     fn charge<'a>(&'a self, req: ChargeRequest<'a>) -> BoxFuture<'a, Result<ChargeOutcome, GatewayError>> {
         Box::pin(async move {
-            let behavior = behavior_of(req.card_ref)
+            let behavior = behavior_of(&req.card.gateway_ref)
                 .ok_or_else(|| GatewayError::Unavailable("unknown sandbox card reference".into()))?;
             let (outcome, code) = first_answer(behavior, req.amount, req.off_session);
             let mut conn = self.db.conn().await.map_err(unavailable)?;
@@ -107,7 +118,7 @@ impl PaymentGateway for SandboxGateway {
                 &mut conn,
                 &SandboxCharge {
                     idempotency_key: req.idempotency_key.to_string(),
-                    token: req.card_ref.to_string(),
+                    token: req.card.gateway_ref.clone(),
                     amount: req.amount,
                     currency: req.currency.code(),
                     outcome: outcome.to_string(),
@@ -123,46 +134,70 @@ impl PaymentGateway for SandboxGateway {
 
     fn complete_action<'a>(
         &'a self,
-        idempotency_key: &'a str,
-        approved: bool,
+        charge: PendingCharge<'a>,
+        answer: ChallengeAnswer,
     ) -> BoxFuture<'a, Result<ChargeOutcome, GatewayError>> {
         Box::pin(async move {
             let mut conn = self.db.conn().await.map_err(unavailable)?;
-            let (outcome, code) = if approved {
-                ("succeeded", None)
-            } else {
-                ("declined", Some(DeclineCode::AuthenticationRequired.as_str()))
+            let key = charge.idempotency_key;
+            let decided = match answer {
+                ChallengeAnswer::Approved => Some(("succeeded", None)),
+                ChallengeAnswer::Failed | ChallengeAnswer::Abandoned => {
+                    Some(("declined", Some(DeclineCode::AuthenticationRequired.as_str())))
+                }
+                // The sandbox has no dialog of its own in the browser: its ledger says how it stands.
+                ChallengeAnswer::AtGateway => None,
             };
-            payments::update_sandbox_charge(&mut conn, idempotency_key, "requires_action", outcome, code)
+            if let Some((outcome, code)) = decided {
+                payments::update_sandbox_charge(&mut conn, key, "requires_action", outcome, code)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            let stored = payments::get_sandbox_charge(&mut conn, key)
                 .await
-                .map_err(unavailable)?;
-            let stored = lookup_charge(&mut conn, idempotency_key)
-                .await?
+                .map_err(unavailable)?
                 .ok_or_else(|| GatewayError::Unavailable("no sandbox charge under this key".into()))?;
             outcome_of(&stored)
         })
     }
 
-    fn lookup<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, Result<Option<ChargeOutcome>, GatewayError>> {
+    fn lookup<'a>(&'a self, lookup: ChargeLookup<'a>) -> BoxFuture<'a, Result<Option<ChargeOutcome>, GatewayError>> {
         Box::pin(async move {
             let mut conn = self.db.conn().await.map_err(unavailable)?;
-            match lookup_charge(&mut conn, idempotency_key).await? {
+            match payments::get_sandbox_charge(&mut conn, lookup.idempotency_key).await.map_err(unavailable)? {
                 Some(c) => outcome_of(&c).map(Some),
                 None => Ok(None),
             }
         })
     }
-}
 
-async fn lookup_charge(conn: &mut crate::db::Conn, key: &str) -> Result<Option<SandboxCharge>, GatewayError> {
-    sqlx::query_as::<_, SandboxCharge>(
-        "SELECT idempotency_key, token, amount, currency, outcome, decline_code FROM sandbox_charges
-         WHERE idempotency_key = $1",
-    )
-    .bind(key)
-    .fetch_optional(conn)
-    .await
-    .map_err(unavailable)
+    fn refund<'a>(&'a self, req: RefundRequest<'a>) -> BoxFuture<'a, Result<RefundOutcome, GatewayError>> {
+        Box::pin(async move {
+            let Some(charge_key) = req.charge_ref.strip_prefix(CHARGE_PREFIX) else {
+                return Ok(RefundOutcome::Failed { reason: format!("no sandbox charge {}", req.charge_ref) });
+            };
+            let mut tx = self.db.begin().await.map_err(unavailable)?;
+            let charge = payments::get_sandbox_charge(&mut tx, charge_key).await.map_err(unavailable)?;
+            let Some(charge) = charge.filter(|c| c.outcome == "succeeded") else {
+                return Ok(RefundOutcome::Failed { reason: format!("no successful sandbox charge {}", req.charge_ref) });
+            };
+            if charge.currency != req.currency.code() {
+                return Ok(RefundOutcome::Failed { reason: "the refund's currency differs from the charge's".into() });
+            }
+            let recorded = payments::sandbox_refund(&mut tx, req.idempotency_key, &charge, req.amount, self.clock.now())
+                .await
+                .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            Ok(match recorded {
+                SandboxRefund::Recorded => {
+                    RefundOutcome::Succeeded { gateway_ref: format!("sbx_re_{}", req.idempotency_key) }
+                }
+                SandboxRefund::ExceedsCharge { left } => {
+                    RefundOutcome::Failed { reason: format!("only {left} of the charge is left to refund") }
+                }
+            })
+        })
+    }
 }
 
 #[cfg(test)]

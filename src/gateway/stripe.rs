@@ -1,5 +1,6 @@
 //! Stripe, through async-stripe: customers, SetupIntents confirmed in the browser by Stripe.js,
-//! PaymentIntents charged on the saved PaymentMethod, refunds. Wire types stay in this file.
+//! PaymentIntents charged on the saved PaymentMethod, refunds; and `StripeGateway`, which puts
+//! them behind `PaymentGateway`. Wire types stay in this file.
 //! Responses are read into small structs of the fields we use (localstripe's PaymentIntent JSON
 //! does not fit the library's full typed object; real Stripe's full object fits the small ones).
 //! Every POST carries its own idempotency key, derived from our own ids.
@@ -12,13 +13,18 @@ use miniserde::Deserialize;
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_core::customer::CreateCustomer;
 use stripe_core::payment_intent::{
-    CreatePaymentIntent, CreatePaymentIntentOffSession, ListPaymentIntent, RetrievePaymentIntent,
+    CancelPaymentIntent, CreatePaymentIntent, CreatePaymentIntentOffSession, ListPaymentIntent, RetrievePaymentIntent,
 };
+use stripe_shared::PaymentIntentCaptureMethod;
 use stripe_core::refund::CreateRefund;
 use stripe_core::setup_intent::{CreateSetupIntent, CreateSetupIntentUsage, RetrieveSetupIntent};
 use stripe_payment::payment_method::RetrievePaymentMethod;
 
-use super::{ChargeOutcome, GatewayError};
+use super::{
+    BoxFuture, BrowserCards, BrowserScript, CardEntry, ChallengeAnswer, ChargeLookup, ChargeOutcome, ChargeRequest,
+    GatewayError, PaymentGateway, PendingCharge, RefundOutcome, RefundRequest, SavedCard, SetupResult, SetupStarted,
+};
+use crate::domain::Mode;
 use crate::domain::money::Currency;
 use crate::domain::payment::{CardDetails, DeclineCode};
 
@@ -40,8 +46,21 @@ impl StripeConfig {
 
     /// The origin Stripe.js is served from, for the page's Content-Security-Policy.
     pub fn js_origin(&self) -> String {
-        url::Url::parse(&self.js_url).map(|u| u.origin().ascii_serialization()).unwrap_or_default()
+        origin_of(&self.js_url)
     }
+
+    /// The origin of the API that Stripe.js calls from the browser.
+    pub fn api_origin(&self) -> String {
+        origin_of(self.api_base.as_deref().unwrap_or(STRIPE_API))
+    }
+}
+
+const STRIPE_API: &str = "https://api.stripe.com";
+/// Stripe.js shows 3-D Secure challenges in frames from here.
+const STRIPE_HOOKS: &str = "https://hooks.stripe.com";
+
+fn origin_of(url: &str) -> String {
+    url::Url::parse(url).map(|u| u.origin().ascii_serialization()).unwrap_or_default()
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,7 +158,9 @@ pub fn decline_code(code: Option<&str>, decline: Option<&str>) -> DeclineCode {
         "lost_card" | "stolen_card" => Some(DeclineCode::LostCard),
         "expired_card" => Some(DeclineCode::ExpiredCard),
         "incorrect_cvc" | "invalid_cvc" => Some(DeclineCode::IncorrectCvc),
-        "authentication_required" => Some(DeclineCode::AuthenticationRequired),
+        "authentication_required"
+        | "payment_intent_authentication_failure"
+        | "setup_intent_authentication_failure" => Some(DeclineCode::AuthenticationRequired),
         _ => None,
     };
     decline.and_then(pick).or_else(|| code.and_then(pick)).unwrap_or(DeclineCode::GenericDecline)
@@ -214,8 +235,10 @@ impl StripeApi {
                 _ => SetupState::Incomplete,
             },
             "requires_action" => SetupState::RequiresAction,
-            _ => match &si.last_setup_error {
+            status => match &si.last_setup_error {
                 Some(err) => SetupState::Declined(decline_code(err.code.as_deref(), err.decline_code.as_deref())),
+                // localstripe cancels a setup whose card it declines, and records no error.
+                None if status == "canceled" => SetupState::Declined(DeclineCode::GenericDecline),
                 None => SetupState::Incomplete,
             },
         };
@@ -251,6 +274,7 @@ impl StripeApi {
         amount: i64,
         currency: Currency,
         off_session: bool,
+        manual_capture: bool,
     ) -> Result<ChargeOutcome, GatewayError> {
         let currency = stripe_types::Currency::from_str(&currency.code())
             .map_err(|_| GatewayError::Unavailable(format!("Stripe does not take {currency}")))?;
@@ -262,6 +286,9 @@ impl StripeApi {
         if off_session {
             req = req.off_session(CreatePaymentIntentOffSession::Bool(true));
         }
+        if manual_capture {
+            req = req.capture_method(PaymentIntentCaptureMethod::Manual);
+        }
         let sent = req
             .build()
             .customize::<WirePaymentIntent>()
@@ -269,9 +296,24 @@ impl StripeApi {
             .send(&self.client)
             .await;
         match sent {
+            // Nobody is there to answer a challenge: for a renewal it is a decline.
+            Ok(pi) if off_session && pi.status == "requires_action" => {
+                Ok(ChargeOutcome::Declined { code: DeclineCode::AuthenticationRequired })
+            }
             Ok(pi) => Ok(outcome_of(&pi)),
             Err(e) => classify(e).map(|code| ChargeOutcome::Declined { code }),
         }
+    }
+
+    /// Cancels a PaymentIntent whose challenge nobody answered.
+    pub async fn cancel_payment_intent(&self, attempt: &str, id: &str) -> Result<WirePaymentIntent, GatewayError> {
+        CancelPaymentIntent::new(id)
+            .build()
+            .customize::<WirePaymentIntent>()
+            .request_strategy(key(&format!("{attempt}-cancel"))?)
+            .send(&self.client)
+            .await
+            .map_err(unknown)
     }
 
     pub async fn payment_intent(&self, id: &str) -> Result<WirePaymentIntent, GatewayError> {
@@ -310,21 +352,195 @@ impl StripeApi {
             .find(|pi| pi.metadata.as_ref().and_then(|m| m.get("flex_attempt")).map(String::as_str) == Some(attempt)))
     }
 
+    /// Refunds `amount` of a PaymentIntent. A refusal (more than is left, say) is `Ok(Err(reason))`.
     pub async fn refund(
         &self,
         idempotency_key: &str,
         payment_intent: &str,
         amount: i64,
-    ) -> Result<WireRefund, GatewayError> {
-        CreateRefund::new()
+    ) -> Result<Result<WireRefund, String>, GatewayError> {
+        let sent = CreateRefund::new()
             .payment_intent(payment_intent)
             .amount(amount)
             .build()
             .customize::<WireRefund>()
             .request_strategy(key(idempotency_key)?)
             .send(&self.client)
-            .await
-            .map_err(unknown)
+            .await;
+        match sent {
+            Ok(refund) => Ok(Ok(refund)),
+            Err(StripeError::Stripe(err, status)) if (400..500).contains(&status) && status != 429 => {
+                Ok(Err(err.message.clone().unwrap_or_else(|| format!("Stripe refused the refund ({status})"))))
+            }
+            Err(e) => Err(unknown(e)),
+        }
+    }
+}
+
+/// Stripe behind `PaymentGateway`: cards are typed into Stripe Elements and saved with a
+/// SetupIntent that Stripe.js confirms; charges are PaymentIntents on the saved PaymentMethod.
+pub struct StripeGateway {
+    api: StripeApi,
+    script: BrowserScript,
+}
+
+impl StripeGateway {
+    pub fn new(config: StripeConfig) -> Result<StripeGateway, GatewayError> {
+        let script_origin = config.js_origin();
+        let mut connect_origins = vec![script_origin.clone(), config.api_origin()];
+        connect_origins.dedup();
+        let mut frame_origins = vec![script_origin.clone()];
+        if script_origin == "https://js.stripe.com" {
+            frame_origins.push(STRIPE_HOOKS.to_string());
+        }
+        let script = BrowserScript {
+            script_url: config.js_url.clone(),
+            publishable_key: config.publishable_key.clone(),
+            script_origin,
+            connect_origins,
+            frame_origins,
+        };
+        Ok(StripeGateway { api: StripeApi::new(config)?, script })
+    }
+
+    pub fn api(&self) -> &StripeApi {
+        &self.api
+    }
+}
+
+impl BrowserCards for StripeGateway {
+    fn script(&self) -> &BrowserScript {
+        &self.script
+    }
+
+    fn start_setup<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+        email: &'a str,
+        existing_customer: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<SetupStarted, GatewayError>> {
+        Box::pin(async move {
+            let customer = match existing_customer {
+                Some(c) => c.to_string(),
+                None => self.api.create_customer(&format!("{idempotency_key}-customer"), email).await?,
+            };
+            let si = self.api.create_setup_intent(&format!("{idempotency_key}-setup"), &customer, idempotency_key).await?;
+            let client_secret = si
+                .client_secret
+                .ok_or_else(|| GatewayError::Unavailable("the SetupIntent came without a client secret".into()))?;
+            Ok(SetupStarted { gateway_customer: customer, setup_ref: si.id, client_secret })
+        })
+    }
+
+    fn finish_setup<'a>(&'a self, setup_ref: &'a str) -> BoxFuture<'a, Result<SetupResult, GatewayError>> {
+        Box::pin(async move {
+            let (_, state) = self.api.setup_state(setup_ref).await?;
+            Ok(match state {
+                SetupState::Succeeded { customer, payment_method } => {
+                    let details = self.api.card_details(&payment_method).await?;
+                    SetupResult::Saved(SavedCard {
+                        gateway_ref: payment_method,
+                        gateway_customer: Some(customer),
+                        details,
+                    })
+                }
+                SetupState::Declined(code) => SetupResult::Declined(code),
+                SetupState::RequiresAction | SetupState::Incomplete => SetupResult::Pending,
+            })
+        })
+    }
+
+    fn action_secret<'a>(&'a self, charge_ref: &'a str) -> BoxFuture<'a, Result<String, GatewayError>> {
+        Box::pin(async move {
+            self.api
+                .payment_intent(charge_ref)
+                .await?
+                .client_secret
+                .ok_or_else(|| GatewayError::Unavailable("the PaymentIntent came without a client secret".into()))
+        })
+    }
+}
+
+impl PaymentGateway for StripeGateway {
+    fn name(&self) -> &'static str {
+        "stripe"
+    }
+
+    /// A live secret key takes live payments only, a test key test payments only: Stripe keeps the
+    /// two apart and so do we.
+    fn supports(&self, mode: Mode) -> bool {
+        mode.is_test() != self.api.config.is_live()
+    }
+
+    fn card_entry(&self) -> CardEntry<'_> {
+        CardEntry::Browser(self)
+    }
+
+    fn charge<'a>(&'a self, req: ChargeRequest<'a>) -> BoxFuture<'a, Result<ChargeOutcome, GatewayError>> {
+        Box::pin(async move {
+            // The SetupIntent already verified the card; nothing is due today.
+            if req.amount == 0 {
+                return Ok(ChargeOutcome::Succeeded { gateway_ref: req.card.gateway_ref.clone() });
+            }
+            let customer = req
+                .card
+                .gateway_customer
+                .as_deref()
+                .ok_or_else(|| GatewayError::Unavailable("a Stripe card without its Stripe customer".into()))?;
+            self.api
+                .charge(
+                    req.idempotency_key,
+                    customer,
+                    &req.card.gateway_ref,
+                    req.amount,
+                    req.currency,
+                    req.off_session,
+                    req.manual_capture,
+                )
+                .await
+        })
+    }
+
+    fn complete_action<'a>(
+        &'a self,
+        charge: PendingCharge<'a>,
+        answer: ChallengeAnswer,
+    ) -> BoxFuture<'a, Result<ChargeOutcome, GatewayError>> {
+        Box::pin(async move {
+            let id = charge
+                .charge_ref
+                .ok_or_else(|| GatewayError::Unavailable("no PaymentIntent recorded for this challenge".into()))?;
+            // What the browser says happened is never taken on trust: Stripe's record decides.
+            let pi = self.api.payment_intent(id).await?;
+            if answer == ChallengeAnswer::Abandoned && pi.status == "requires_action" {
+                self.api.cancel_payment_intent(charge.idempotency_key, id).await?;
+                return Ok(ChargeOutcome::Declined { code: DeclineCode::AuthenticationRequired });
+            }
+            Ok(outcome_of(&pi))
+        })
+    }
+
+    fn lookup<'a>(&'a self, lookup: ChargeLookup<'a>) -> BoxFuture<'a, Result<Option<ChargeOutcome>, GatewayError>> {
+        Box::pin(async move {
+            if let Some(id) = lookup.charge_ref {
+                return Ok(Some(outcome_of(&self.api.payment_intent(id).await?)));
+            }
+            // Charges are made on a Stripe customer: without one, nothing was charged.
+            let Some(customer) = lookup.gateway_customer else { return Ok(None) };
+            Ok(self.api.find_charge(customer, lookup.idempotency_key).await?.map(|pi| outcome_of(&pi)))
+        })
+    }
+
+    fn refund<'a>(&'a self, req: RefundRequest<'a>) -> BoxFuture<'a, Result<RefundOutcome, GatewayError>> {
+        Box::pin(async move {
+            Ok(match self.api.refund(req.idempotency_key, req.charge_ref, req.amount).await? {
+                Ok(refund) if refund.status.as_deref() == Some("failed") => {
+                    RefundOutcome::Failed { reason: "Stripe could not refund this charge".into() }
+                }
+                Ok(refund) => RefundOutcome::Succeeded { gateway_ref: refund.id },
+                Err(reason) => RefundOutcome::Failed { reason },
+            })
+        })
     }
 }
 

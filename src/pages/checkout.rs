@@ -4,7 +4,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
-use super::{csrf_ok, csrf_token, origin_ok, render_message, render_message_page, secure_html};
+use super::{csrf_ok, csrf_token, origin_ok, render_message, render_message_page};
 use crate::domain::card::{Brand, CardInput};
 use crate::domain::checkout_session::{self as cs, CheckoutSession, LineItem, SessionMode, SessionStatus};
 use crate::domain::consultation::{self, Answers};
@@ -12,18 +12,44 @@ use crate::domain::customer::{Address, Contact};
 use crate::domain::ids::{CheckoutSessionId, PaymentAttemptId};
 use crate::domain::{text, FieldError};
 use crate::error::PageError;
+use crate::domain::Mode;
+use crate::flows::card_setup::{self, SetupStart};
 use crate::flows::checkout::{self as flow, PageData, PayResult, PaymentForm};
+use crate::gateway::{BrowserScript, CardEntry, ChallengeAnswer};
 use crate::flows::FlowError;
 use crate::state::AppState;
 
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/pay/c/{id}").route(web::get().to(show)).route(web::post().to(submit))).service(
-        web::resource("/pay/c/{id}/authenticate/{attempt}")
-            .route(web::get().to(show_challenge))
-            .route(web::post().to(answer_challenge)),
-    );
+    cfg.service(web::resource("/pay/c/{id}").route(web::get().to(show)).route(web::post().to(submit)))
+        .service(web::resource("/pay/c/{id}/setup").route(web::post().to(start_setup)))
+        .service(web::resource("/pay/c/{id}/confirm").route(web::post().to(confirm_setup)))
+        .service(
+            web::resource("/pay/c/{id}/authenticate/{attempt}")
+                .route(web::get().to(show_challenge))
+                .route(web::post().to(answer_challenge)),
+        );
+}
+
+/// The processor's card fields, when the processor's script collects the card.
+struct ProcessorView {
+    script_url: String,
+    publishable_key: String,
+}
+
+fn browser_script(state: &AppState, mode: Mode) -> Option<&BrowserScript> {
+    match state.gateways.for_mode(mode)?.card_entry() {
+        CardEntry::Browser(cards) => Some(cards.script()),
+        CardEntry::OwnForm(_) => None,
+    }
+}
+
+fn page_csp(state: &AppState, data: &PageData) -> String {
+    super::content_security_policy(
+        redirect_origin(&data.session.success_url).as_deref(),
+        browser_script(state, data.owner.mode),
+    )
 }
 
 /// The values typed into the form, kept to fill it again after an error or a decline (never the
@@ -87,6 +113,7 @@ struct CheckoutPage {
     csrf: String,
     cancel_url: String,
     pending_action: Option<String>,
+    processor: Option<ProcessorView>,
 }
 
 impl CheckoutPage {
@@ -202,6 +229,10 @@ fn build_page(
             .pending_action
             .as_ref()
             .map(|a| format!("/pay/c/{}/authenticate/{a}", s.checkout_session_id)),
+        processor: browser_script(state, data.owner.mode).map(|p| ProcessorView {
+            script_url: p.script_url.clone(),
+            publishable_key: p.publishable_key.clone(),
+        }),
     }
 }
 
@@ -219,9 +250,9 @@ fn prefill(data: &PageData) -> Entered {
     }
 }
 
-fn render(page: CheckoutPage, status: StatusCode, success_url: &str) -> Result<HttpResponse, PageError> {
+fn render(page: CheckoutPage, status: StatusCode, csp: String) -> Result<HttpResponse, PageError> {
     let html = page.render().map_err(PageError::internal)?;
-    Ok(secure_html(status, html, redirect_origin(success_url).as_deref()))
+    Ok(super::secure_html_with(status, html, csp))
 }
 
 fn redirect_origin(url: &str) -> Option<String> {
@@ -241,6 +272,10 @@ fn flow_error(e: FlowError) -> PageError {
         FlowError::Invalid(f) => PageError::BadRequest(f.message),
         FlowError::Unprocessable { message, .. } | FlowError::Conflict { message, .. } => {
             PageError::BadRequest(message)
+        }
+        FlowError::Unavailable(why) => {
+            tracing::warn!(error = %why, "payment processor unavailable");
+            PageError::Unavailable
         }
         FlowError::Internal(e) => PageError::internal(e),
     }
@@ -299,7 +334,7 @@ async fn show(state: web::Data<AppState>, path: web::Path<String>) -> Result<Htt
         return Ok(page);
     }
     let entered = prefill(&data);
-    let csp = super::content_security_policy(redirect_origin(&data.session.success_url).as_deref());
+    let csp = page_csp(&state, &data);
     let html =
         web::Bytes::from(build_page(&state, &data, entered, Vec::new(), None).render().map_err(PageError::internal)?);
     // A form waiting on a 3-D Secure answer shows that; only the plain form is kept.
@@ -359,6 +394,26 @@ fn parse_payment(
     entered: &Entered,
     today: (i32, u32),
 ) -> Result<PaymentForm, Vec<FieldError>> {
+    let contact = parse_contact(data, entered);
+    let card = CardInput::parse(
+        form.get("card_number"),
+        form.get("card_expiry"),
+        form.get("card_cvc"),
+        form.get("card_postal_code"),
+        today,
+    );
+    match (contact, card) {
+        (Ok(contact), Ok(card)) => Ok(PaymentForm { contact, card }),
+        (contact, card) => {
+            let mut errors = contact.err().unwrap_or_default();
+            errors.extend(card.err());
+            Err(errors)
+        }
+    }
+}
+
+/// Checks the contact details and questionnaire answers; all problems at once.
+fn parse_contact(data: &PageData, entered: &Entered) -> Result<Contact, Vec<FieldError>> {
     let mut errors = Vec::new();
     let s = &data.session;
     let email = match text::email(&entered.email, "email") {
@@ -436,24 +491,10 @@ fn parse_payment(
         },
         _ => None,
     };
-    let card = match CardInput::parse(
-        form.get("card_number"),
-        form.get("card_expiry"),
-        form.get("card_cvc"),
-        form.get("card_postal_code"),
-        today,
-    ) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            errors.push(e);
-            None
-        }
-    };
-    match (errors.is_empty(), card) {
-        (true, Some(card)) => {
-            Ok(PaymentForm { contact: Contact { email, first_name, last_name, phone, shipping, lmn }, card })
-        }
-        _ => Err(errors),
+    if errors.is_empty() {
+        Ok(Contact { email, first_name, last_name, phone, shipping, lmn })
+    } else {
+        Err(errors)
     }
 }
 
@@ -488,25 +529,31 @@ async fn submit(
     let entered = entered_from(&form);
     let now = state.clock.now().to_datetime();
     let today = (now.year(), u32::from(u8::from(now.month())));
-    let success_url = data.session.success_url.clone();
+    let csp = page_csp(&state, &data);
+    if browser_script(&state, data.owner.mode).is_some() {
+        // The processor's card field works through its script; without it no card can be taken.
+        let notice = "The card field needs JavaScript: your card details go straight to our payment processor. \
+                      Please enable JavaScript and try again."
+            .to_string();
+        let page = build_page(&state, &data, entered, Vec::new(), Some(notice));
+        return render(page, StatusCode::UNPROCESSABLE_ENTITY, csp);
+    }
     let payment = match parse_payment(&data, &form, &entered, today) {
         Ok(p) => p,
         Err(errors) => {
             let page = build_page(&state, &data, entered, errors, None);
-            return render(page, StatusCode::UNPROCESSABLE_ENTITY, &success_url);
+            return render(page, StatusCode::UNPROCESSABLE_ENTITY, csp);
         }
     };
-    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
-        if state.pay_limiter.check_key(&ip).is_err() {
-            let mut res = render_message(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many payment attempts",
-                "Too many payment attempts from your network. Please wait a minute and try again.",
-                None,
-            );
-            res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
-            return Ok(res);
-        }
+    if rate_limited(&state, &req) {
+        let mut res = render_message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many payment attempts",
+            "Too many payment attempts from your network. Please wait a minute and try again.",
+            None,
+        );
+        res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        return Ok(res);
     }
     let result = flow::pay(&state, &data.session.checkout_session_id, payment).await.map_err(flow_error)?;
     outcome_response(&state, &data, entered, result).await
@@ -519,7 +566,7 @@ async fn outcome_response(
     result: PayResult,
 ) -> Result<HttpResponse, PageError> {
     let id = &data.session.checkout_session_id;
-    let success_url = data.session.success_url.clone();
+    let csp = page_csp(state, data);
     match result {
         PayResult::Completed { redirect } => {
             let to = redirect.unwrap_or_else(|| format!("/pay/c/{id}"));
@@ -536,11 +583,11 @@ async fn outcome_response(
             // Reload so the decline count and any pending challenge are current.
             let fresh = flow::load_page(state, id).await.map_err(flow_error)?.ok_or(PageError::NotFound)?;
             let page = build_page(state, &fresh, entered, Vec::new(), Some(message));
-            render(page, StatusCode::PAYMENT_REQUIRED, &success_url)
+            render(page, StatusCode::PAYMENT_REQUIRED, csp)
         }
         PayResult::CardRejected(error) => {
             let page = build_page(state, data, entered, vec![error], None);
-            render(page, StatusCode::PAYMENT_REQUIRED, &success_url)
+            render(page, StatusCode::PAYMENT_REQUIRED, csp)
         }
         PayResult::InProgress => Ok(render_message_page(
             StatusCode::ACCEPTED,
@@ -563,6 +610,9 @@ struct ChallengePage {
     card: String,
     csrf: String,
     action: String,
+    /// With the processor's script: its own challenge, run with this charge's secret.
+    processor: Option<ProcessorView>,
+    client_secret: String,
 }
 
 fn parse_attempt(raw: &str) -> Result<PaymentAttemptId, PageError> {
@@ -588,7 +638,19 @@ async fn show_challenge(
         let mut conn = state.db.conn().await?;
         crate::db::payments::get_attempt(&mut conn, &attempt).await?.ok_or(PageError::NotFound)?
     };
+    let script = browser_script(&state, data.owner.mode);
+    let client_secret = match (state.gateways.for_mode(data.owner.mode).map(|g| g.card_entry()), &row.charge_ref) {
+        (Some(CardEntry::Browser(cards)), Some(charge)) => {
+            cards.action_secret(charge).await.map_err(|e| flow_error(e.into()))?
+        }
+        _ => String::new(),
+    };
     let page = ChallengePage {
+        processor: script.map(|p| ProcessorView {
+            script_url: p.script_url.clone(),
+            publishable_key: p.publishable_key.clone(),
+        }),
+        client_secret,
         asset_version: super::asset_version(),
         merchant_name: data.merchant_name.clone(),
         amount: data.session.currency.format(row.amount),
@@ -600,9 +662,8 @@ async fn show_challenge(
         csrf: csrf_token(&state.page_key, data.session.checkout_session_id.as_str()),
         action: format!("/pay/c/{}/authenticate/{attempt}", data.session.checkout_session_id),
     };
-    let success = data.session.success_url.clone();
     let html = page.render().map_err(PageError::internal)?;
-    Ok(secure_html(StatusCode::OK, html, redirect_origin(&success).as_deref()))
+    Ok(super::secure_html_with(StatusCode::OK, html, page_csp(&state, &data)))
 }
 
 async fn answer_challenge(
@@ -622,17 +683,28 @@ async fn answer_challenge(
     if !csrf_ok(&state.page_key, data.session.checkout_session_id.as_str(), form.get("csrf")) {
         return Err(PageError::Forbidden("This form has expired. Please reload the page and try again."));
     }
-    let approved = match form.get("answer") {
-        "approve" => true,
-        "fail" => false,
+    let answer = match (form.get("answer"), browser_script(&state, data.owner.mode)) {
+        // The processor's own dialog ran in the browser: the processor knows the answer.
+        (_, Some(_)) => ChallengeAnswer::AtGateway,
+        ("approve", None) => ChallengeAnswer::Approved,
+        ("fail", None) => ChallengeAnswer::Failed,
         _ => return Err(PageError::BadRequest("answer must be approve or fail".into())),
     };
     let result =
-        flow::authenticate(&state, &data.session.checkout_session_id, &attempt, approved).await.map_err(flow_error)?;
-    // Contact details come back from the attempt so the customer need not type them again.
+        flow::authenticate(&state, &data.session.checkout_session_id, &attempt, answer).await.map_err(flow_error)?;
+    let entered = entered_of_attempt(&state, &attempt, &data).await?;
+    outcome_response(&state, &data, entered, result).await
+}
+
+/// The contact details an attempt was made with, so the customer need not type them again.
+async fn entered_of_attempt(
+    state: &AppState,
+    attempt: &PaymentAttemptId,
+    data: &PageData,
+) -> Result<Entered, PageError> {
     let entered = {
         let mut conn = state.db.conn().await?;
-        crate::db::payments::get_attempt(&mut conn, &attempt)
+        crate::db::payments::get_attempt(&mut conn, attempt)
             .await?
             .and_then(|a| serde_json::from_str::<Contact>(&a.contact).ok())
             .map(|c| Entered {
@@ -650,7 +722,125 @@ async fn answer_challenge(
                 lmn_conditions: c.lmn.as_ref().map(|l| l.conditions.clone()).unwrap_or_default(),
                 lmn_attest: c.lmn.as_ref().map(|l| l.attested).unwrap_or(false),
             })
-            .unwrap_or_else(|| prefill(&data))
+            .unwrap_or_else(|| prefill(data))
     };
+    Ok(entered)
+}
+
+fn rate_limited(state: &AppState, req: &HttpRequest) -> bool {
+    req.peer_addr().map(|a| a.ip()).is_some_and(|ip| state.pay_limiter.check_key(&ip).is_err())
+}
+
+/// A JSON answer to the page's own script (never shown as a page).
+fn script_reply(status: StatusCode, body: serde_json::Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .json(body)
+}
+
+fn script_message(status: StatusCode, message: &str) -> HttpResponse {
+    script_reply(status, serde_json::json!({ "message": message }))
+}
+
+/// `POST /pay/c/{id}/setup` (from the page's script, processor card fields only): checks the
+/// contact details and starts a card setup; answers with what the processor's script needs.
+async fn start_setup(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    match start_setup_inner(&state, &req, &path, payload).await {
+        Ok(res) => res,
+        Err(PageError::NotFound) => script_message(StatusCode::NOT_FOUND, "This checkout page does not exist."),
+        Err(PageError::Forbidden(why)) => script_message(StatusCode::FORBIDDEN, why),
+        Err(PageError::TooLarge) => {
+            script_message(StatusCode::PAYLOAD_TOO_LARGE, "That was more than this form takes.")
+        }
+        Err(PageError::Unavailable) => script_message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "We could not reach the payment service, and nothing was charged. Please try again in a moment.",
+        ),
+        Err(PageError::BadRequest(_)) => {
+            script_message(StatusCode::BAD_REQUEST, "Something in this request was not right. Please reload the page.")
+        }
+        Err(PageError::Internal(_)) => script_message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong on our side, and nothing was charged. Please try again in a moment.",
+        ),
+    }
+}
+
+async fn start_setup_inner(
+    state: &AppState,
+    req: &HttpRequest,
+    raw_id: &str,
+    payload: web::Payload,
+) -> Result<HttpResponse, PageError> {
+    let body = super::read_form(payload, MAX_FORM_BYTES).await?;
+    if !origin_ok(req, &state.settings.public_origin()) {
+        return Err(PageError::Forbidden("This form was sent from another site."));
+    }
+    let data = load(state, raw_id).await?;
+    let id = data.session.checkout_session_id.clone();
+    let form = Form::parse(&body);
+    if !csrf_ok(&state.page_key, id.as_str(), form.get("csrf")) {
+        return Err(PageError::Forbidden("This form has expired. Please reload the page and try again."));
+    }
+    if data.session.status != SessionStatus::Open || data.session.is_locked() {
+        return Ok(script_reply(StatusCode::OK, serde_json::json!({ "redirect": format!("/pay/c/{id}") })));
+    }
+    if browser_script(state, data.owner.mode).is_none() {
+        return Err(PageError::BadRequest("this checkout takes cards on its own form".into()));
+    }
+    let contact = match parse_contact(&data, &entered_from(&form)) {
+        Ok(c) => c,
+        Err(errors) => {
+            let errors: Vec<_> =
+                errors.iter().map(|e| serde_json::json!({ "param": e.param, "message": e.message })).collect();
+            return Ok(script_reply(StatusCode::UNPROCESSABLE_ENTITY, serde_json::json!({ "errors": errors })));
+        }
+    };
+    if rate_limited(state, req) {
+        let mut res = script_message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many payment attempts from your network. Please wait a minute and try again.",
+        );
+        res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        return Ok(res);
+    }
+    match card_setup::start(state, &id, contact).await.map_err(flow_error)? {
+        SetupStart::Ready { attempt, client_secret } => Ok(script_reply(
+            StatusCode::OK,
+            serde_json::json!({ "attempt": attempt, "client_secret": client_secret }),
+        )),
+        SetupStart::Settled(_) => {
+            Ok(script_reply(StatusCode::OK, serde_json::json!({ "redirect": format!("/pay/c/{id}") })))
+        }
+    }
+}
+
+/// `POST /pay/c/{id}/confirm`: the browser is back from the processor's card confirmation. What
+/// happened is read from the processor, never taken from the browser.
+async fn confirm_setup(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, PageError> {
+    let body = super::read_form(payload, MAX_FORM_BYTES).await?;
+    if !origin_ok(&req, &state.settings.public_origin()) {
+        return Err(PageError::Forbidden("This form was sent from another site."));
+    }
+    let data = load(&state, &path).await?;
+    let form = Form::parse(&body);
+    if !csrf_ok(&state.page_key, data.session.checkout_session_id.as_str(), form.get("csrf")) {
+        return Err(PageError::Forbidden("This form has expired. Please reload the page and try again."));
+    }
+    let attempt = parse_attempt(form.get("attempt"))?;
+    let result =
+        card_setup::finish(&state, &data.session.checkout_session_id, &attempt).await.map_err(flow_error)?;
+    let entered = entered_of_attempt(&state, &attempt, &data).await?;
     outcome_response(&state, &data, entered, result).await
 }

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::PageError;
+use crate::gateway::BrowserScript;
 
 #[derive(RustEmbed)]
 #[folder = "static/"]
@@ -57,17 +58,27 @@ async fn asset(path: web::Path<String>) -> HttpResponse {
 /// The headers every page gets. `extra_form_origin` is where a form on this page may redirect to
 /// (the merchant's success URL), which Chrome checks against `form-action`.
 pub fn secure_html(status: StatusCode, html: String, extra_form_origin: Option<&str>) -> HttpResponse {
-    secure_html_with(status, html, content_security_policy(extra_form_origin))
+    secure_html_with(status, html, content_security_policy(extra_form_origin, None))
 }
 
-pub fn content_security_policy(extra_form_origin: Option<&str>) -> String {
+/// Our own origin only, plus, on pages where the processor's script collects the card, exactly the
+/// origins that script needs.
+pub fn content_security_policy(extra_form_origin: Option<&str>, processor: Option<&BrowserScript>) -> String {
     let form_action = match extra_form_origin {
         Some(origin) => format!("'self' {origin}"),
         None => "'self'".to_string(),
     };
+    let (script, connect, frame) = match processor {
+        Some(p) => (
+            format!("'self' {}", p.script_origin),
+            format!("'self' {}", p.connect_origins.join(" ")),
+            format!("frame-src {}; ", p.frame_origins.join(" ")),
+        ),
+        None => ("'self'".to_string(), "'self'".to_string(), String::new()),
+    };
     format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
-         font-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; script-src {script}; style-src 'self'; img-src 'self' data:; connect-src {connect}; \
+         {frame}font-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
     )
 }
 
