@@ -223,9 +223,7 @@ pub fn stripe_settings(args: &ServeArgs) -> anyhow::Result<(Option<StripeConfig>
         _ => anyhow::bail!("STRIPE_PUBLISHABLE_KEY must be a Stripe publishable key: pk_test_... or pk_live_..."),
     };
     if secret_live != publishable_live {
-        anyhow::bail!(
-            "STRIPE_SECRET_KEY and STRIPE_PUBLISHABLE_KEY must be of the same mode (both test or both live)"
-        );
+        anyhow::bail!("STRIPE_SECRET_KEY and STRIPE_PUBLISHABLE_KEY must be of the same mode (both test or both live)");
     }
     let api_base = match non_empty(&args.stripe_api_base) {
         None => None,
@@ -336,8 +334,9 @@ mod tests {
         assert!(error_of(&args(Some("sk_test_abc123456"), None)).contains("STRIPE_PUBLISHABLE_KEY"));
         assert!(error_of(&args(None, Some("pk_test_abc123456"))).contains("STRIPE_SECRET_KEY"));
         assert!(error_of(&args(Some("pk_test_abc123456"), Some("pk_test_abc123456"))).starts_with("STRIPE_SECRET_KEY"));
-        assert!(error_of(&args(Some("sk_test_abc123456"), Some("sk_test_abc123456")))
-            .starts_with("STRIPE_PUBLISHABLE_KEY"));
+        assert!(
+            error_of(&args(Some("sk_test_abc123456"), Some("sk_test_abc123456"))).starts_with("STRIPE_PUBLISHABLE_KEY")
+        );
         assert!(error_of(&args(Some("sk_live_abc123456"), Some("pk_test_abc123456"))).contains("same mode"));
         let mut a = args(Some("sk_test_abc123456"), Some("pk_test_abc123456"));
         a.stripe_api_base = Some("ftp://x".into());
@@ -348,7 +347,8 @@ mod tests {
         a.stripe_js_url = None;
         a.stripe_webhook_secret = Some("whsec_abc, nope".into());
         assert!(error_of(&a).starts_with("STRIPE_WEBHOOK_SECRET"));
-        let mut b = ServeArgs { stripe_js_url: Some("http://127.0.0.1:1/js.stripe.com/v3/".into()), ..ServeArgs::default() };
+        let mut b =
+            ServeArgs { stripe_js_url: Some("http://127.0.0.1:1/js.stripe.com/v3/".into()), ..ServeArgs::default() };
         assert!(error_of(&b).contains("STRIPE_JS_URL is set but STRIPE_SECRET_KEY is not"));
         b.stripe_js_url = None;
         let mut live = args(Some("sk_live_abc123456"), Some("pk_live_abc123456"));

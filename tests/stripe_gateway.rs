@@ -8,7 +8,7 @@
 use flex_checkout::domain::money::Currency;
 use flex_checkout::domain::payment::DeclineCode;
 use flex_checkout::gateway::stripe::{SetupState, StripeApi, StripeConfig};
-use flex_checkout::gateway::ChargeOutcome;
+use flex_checkout::gateway::{ChargeOutcome, ChargeRequest, SavedCard};
 use serde_json::json;
 
 const SECRET: &str = "sk_test_flexcheckoutcontract";
@@ -35,6 +35,32 @@ fn api(base: &str) -> StripeApi {
         js_url: format!("{base}/js.stripe.com/v3/"),
     })
     .expect("client")
+}
+
+fn charge_req<'a>(attempt: &'a str, card: &'a SavedCard, off_session: bool) -> ChargeRequest<'a> {
+    ChargeRequest {
+        idempotency_key: attempt,
+        card,
+        amount: 4999,
+        currency: Currency::USD,
+        off_session,
+        manual_capture: false,
+    }
+}
+
+fn saved(customer: &str, payment_method: &str) -> SavedCard {
+    SavedCard {
+        gateway_ref: payment_method.to_string(),
+        gateway_customer: Some(customer.to_string()),
+        details: flex_checkout::domain::payment::CardDetails {
+            brand: "visa".into(),
+            last4: "4242".into(),
+            exp_month: 12,
+            exp_year: 2034,
+            funding: "credit".into(),
+            country: None,
+        },
+    }
 }
 
 fn unique(prefix: &str) -> String {
@@ -82,7 +108,8 @@ async fn a_good_card_is_saved_and_charged_once_and_found_again_by_its_attempt() 
     assert_eq!(card.brand, "visa");
 
     let attempt = unique("fpa");
-    let outcome = api.charge(&attempt, &customer, &payment_method, 4999, Currency::USD, false).await.expect("charge");
+    let outcome =
+        api.charge(&attempt, &customer, &payment_method, 4999, Currency::USD, false, false).await.expect("charge");
     let ChargeOutcome::Succeeded { gateway_ref } = outcome else { panic!("{outcome:?}") };
     let pi = api.payment_intent(&gateway_ref).await.expect("retrieve");
     assert_eq!(pi.amount, 4999);
@@ -92,10 +119,11 @@ async fn a_good_card_is_saved_and_charged_once_and_found_again_by_its_attempt() 
     assert!(api.find_charge(&customer, "fpa_other").await.unwrap().is_none());
 
     // Renewals: the same card, off-session.
-    let renewal = api.charge(&unique("fpa"), &customer, &payment_method, 4999, Currency::USD, true).await.unwrap();
+    let renewal =
+        api.charge(&unique("fpa"), &customer, &payment_method, 4999, Currency::USD, true, false).await.unwrap();
     assert!(matches!(renewal, ChargeOutcome::Succeeded { .. }), "{renewal:?}");
 
-    let refund = api.refund(&unique("fre"), &gateway_ref, 1000).await.expect("partial refund");
+    let refund = api.refund(&unique("fre"), &gateway_ref, 1000).await.expect("answer").expect("partial refund");
     assert_eq!(refund.amount, 1000);
 }
 
@@ -116,7 +144,8 @@ async fn the_charges_fail_card_saves_but_every_charge_is_declined() {
     let api = api(&base);
     let (customer, state) = set_up(&api, &base, "4000000000000341").await;
     let SetupState::Succeeded { payment_method, .. } = state else { panic!("{state:?}") };
-    let outcome = api.charge(&unique("fpa"), &customer, &payment_method, 4999, Currency::USD, true).await.unwrap();
+    let outcome =
+        api.charge(&unique("fpa"), &customer, &payment_method, 4999, Currency::USD, true, false).await.unwrap();
     assert_eq!(outcome, ChargeOutcome::Declined { code: DeclineCode::GenericDecline });
 }
 

@@ -144,7 +144,11 @@ pub async fn begin_charge(
 }
 
 /// The gateway's reference for the charge of an attempt (to resolve a challenge or look it up).
-pub async fn set_attempt_charge_ref(conn: &mut Conn, id: &PaymentAttemptId, charge_ref: &str) -> Result<(), sqlx::Error> {
+pub async fn set_attempt_charge_ref(
+    conn: &mut Conn,
+    id: &PaymentAttemptId,
+    charge_ref: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE payment_attempts SET charge_ref = $1 WHERE id = $2")
         .bind(charge_ref)
         .bind(id.as_str())
@@ -593,12 +597,14 @@ pub async fn sandbox_refund(
     if amount > left {
         return Ok(SandboxRefund::ExceedsCharge { left });
     }
-    sqlx::query("INSERT INTO sandbox_refunds (idempotency_key, charge_key, amount, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(key)
-        .bind(&charge.idempotency_key)
-        .bind(amount)
-        .bind(now.micros())
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO sandbox_refunds (idempotency_key, charge_key, amount, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(key)
+    .bind(&charge.idempotency_key)
+    .bind(amount)
+    .bind(now.micros())
+    .execute(conn)
+    .await?;
     Ok(SandboxRefund::Recorded)
 }

@@ -19,7 +19,10 @@ use super::FlowError;
 /// What the browser needs to confirm the card with the processor.
 #[derive(Debug)]
 pub enum SetupStart {
-    Ready { attempt: PaymentAttemptId, client_secret: String },
+    Ready {
+        attempt: PaymentAttemptId,
+        client_secret: String,
+    },
     /// The session takes no payment now (paid, expired, locked).
     Settled(PayResult),
 }

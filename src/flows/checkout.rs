@@ -27,7 +27,9 @@ use crate::domain::subscription::{
 };
 use crate::domain::timestamp::Timestamp;
 use crate::domain::{FieldError, Owner};
-use crate::gateway::{CardEntry, ChallengeAnswer, ChargeLookup, ChargeOutcome, ChargeRequest, GatewayError, PendingCharge};
+use crate::gateway::{
+    CardEntry, ChallengeAnswer, ChargeLookup, ChargeOutcome, ChargeRequest, GatewayError, PendingCharge,
+};
 use crate::state::AppState;
 
 use super::{events, FlowError};
@@ -557,7 +559,8 @@ pub(crate) async fn charge_claimed(
     attempt: &PaymentAttemptId,
     card: &crate::gateway::SavedCard,
 ) -> Result<PayResult, FlowError> {
-    let gateway = super::gateway(state, if session.test_mode { crate::domain::Mode::Test } else { crate::domain::Mode::Live })?;
+    let gateway =
+        super::gateway(state, if session.test_mode { crate::domain::Mode::Test } else { crate::domain::Mode::Live })?;
     let outcome = gateway
         .charge(ChargeRequest {
             idempotency_key: attempt.as_str(),
@@ -763,8 +766,16 @@ async fn record_outcome(
             Ok((session_id, PayResult::RequiresAction { attempt: attempt_id.clone() }))
         }
         ChargeOutcome::Succeeded { gateway_ref } => {
-            if !db::payments::finish_attempt(&mut tx, attempt_id, &["pending", "requires_action"], "succeeded", None, None, now)
-                .await?
+            if !db::payments::finish_attempt(
+                &mut tx,
+                attempt_id,
+                &["pending", "requires_action"],
+                "succeeded",
+                None,
+                None,
+                now,
+            )
+            .await?
             {
                 drop(tx);
                 return Ok((session_id.clone(), already_applied(state, &session_id).await?));
@@ -1203,8 +1214,13 @@ async fn reconcile_one(
             .await?
             {
                 if let Some(session) = &row.session_id {
-                    db::checkout_sessions::release(&mut tx, &CheckoutSessionId::from_trusted(session.clone()), attempt, false)
-                        .await?;
+                    db::checkout_sessions::release(
+                        &mut tx,
+                        &CheckoutSessionId::from_trusted(session.clone()),
+                        attempt,
+                        false,
+                    )
+                    .await?;
                 }
             }
             tx.commit().await?;

@@ -34,7 +34,10 @@ pub enum FlowError {
 }
 
 /// The gateway that takes payments in `mode`.
-pub fn gateway(state: &crate::state::AppState, mode: crate::domain::Mode) -> Result<&dyn crate::gateway::PaymentGateway, FlowError> {
+pub fn gateway(
+    state: &crate::state::AppState,
+    mode: crate::domain::Mode,
+) -> Result<&dyn crate::gateway::PaymentGateway, FlowError> {
     state.gateways.for_mode(mode).ok_or_else(|| FlowError::Unprocessable {
         code: "live_mode_unavailable",
         message: "live-mode payments need a live Stripe key; configure STRIPE_SECRET_KEY=sk_live_...".into(),

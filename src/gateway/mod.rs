@@ -99,9 +99,13 @@ pub struct RefundRequest<'a> {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RefundOutcome {
-    Succeeded { gateway_ref: String },
+    Succeeded {
+        gateway_ref: String,
+    },
     /// The gateway refused (nothing left to refund there, a charge it does not know, ...).
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// A setup started for a card typed into the gateway's own fields in the browser.

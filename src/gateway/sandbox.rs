@@ -179,14 +179,17 @@ impl PaymentGateway for SandboxGateway {
             let mut tx = self.db.begin().await.map_err(unavailable)?;
             let charge = payments::get_sandbox_charge(&mut tx, charge_key).await.map_err(unavailable)?;
             let Some(charge) = charge.filter(|c| c.outcome == "succeeded") else {
-                return Ok(RefundOutcome::Failed { reason: format!("no successful sandbox charge {}", req.charge_ref) });
+                return Ok(RefundOutcome::Failed {
+                    reason: format!("no successful sandbox charge {}", req.charge_ref),
+                });
             };
             if charge.currency != req.currency.code() {
                 return Ok(RefundOutcome::Failed { reason: "the refund's currency differs from the charge's".into() });
             }
-            let recorded = payments::sandbox_refund(&mut tx, req.idempotency_key, &charge, req.amount, self.clock.now())
-                .await
-                .map_err(unavailable)?;
+            let recorded =
+                payments::sandbox_refund(&mut tx, req.idempotency_key, &charge, req.amount, self.clock.now())
+                    .await
+                    .map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)?;
             Ok(match recorded {
                 SandboxRefund::Recorded => {

@@ -15,18 +15,17 @@ use stripe_core::customer::CreateCustomer;
 use stripe_core::payment_intent::{
     CancelPaymentIntent, CreatePaymentIntent, CreatePaymentIntentOffSession, ListPaymentIntent, RetrievePaymentIntent,
 };
-use stripe_shared::PaymentIntentCaptureMethod;
 use stripe_core::refund::CreateRefund;
 use stripe_core::setup_intent::{CreateSetupIntent, CreateSetupIntentUsage, RetrieveSetupIntent};
 use stripe_payment::payment_method::RetrievePaymentMethod;
+use stripe_shared::PaymentIntentCaptureMethod;
 
 use super::{
     BoxFuture, BrowserCards, BrowserScript, CardEntry, ChallengeAnswer, ChargeLookup, ChargeOutcome, ChargeRequest,
     GatewayError, PaymentGateway, PendingCharge, RefundOutcome, RefundRequest, SavedCard, SetupResult, SetupStarted,
 };
-use crate::domain::Mode;
-use crate::domain::money::Currency;
 use crate::domain::payment::{CardDetails, DeclineCode};
+use crate::domain::Mode;
 
 /// Keys and endpoints, checked at start-up.
 #[derive(Clone, Debug)]
@@ -158,9 +157,9 @@ pub fn decline_code(code: Option<&str>, decline: Option<&str>) -> DeclineCode {
         "lost_card" | "stolen_card" => Some(DeclineCode::LostCard),
         "expired_card" => Some(DeclineCode::ExpiredCard),
         "incorrect_cvc" | "invalid_cvc" => Some(DeclineCode::IncorrectCvc),
-        "authentication_required"
-        | "payment_intent_authentication_failure"
-        | "setup_intent_authentication_failure" => Some(DeclineCode::AuthenticationRequired),
+        "authentication_required" | "payment_intent_authentication_failure" | "setup_intent_authentication_failure" => {
+            Some(DeclineCode::AuthenticationRequired)
+        }
         _ => None,
     };
     decline.and_then(pick).or_else(|| code.and_then(pick)).unwrap_or(DeclineCode::GenericDecline)
@@ -266,16 +265,15 @@ impl StripeApi {
 
     /// Charges a saved card. The attempt id goes into the metadata so the charge can be found again
     /// if our process dies before recording the answer.
-    pub async fn charge(
-        &self,
-        attempt: &str,
-        customer: &str,
-        payment_method: &str,
-        amount: i64,
-        currency: Currency,
-        off_session: bool,
-        manual_capture: bool,
-    ) -> Result<ChargeOutcome, GatewayError> {
+    pub async fn charge(&self, charge: &ChargeRequest<'_>) -> Result<ChargeOutcome, GatewayError> {
+        let (attempt, amount, off_session) = (charge.idempotency_key, charge.amount, charge.off_session);
+        let payment_method = charge.card.gateway_ref.as_str();
+        let customer = charge
+            .card
+            .gateway_customer
+            .as_deref()
+            .ok_or_else(|| GatewayError::Unavailable("a Stripe card without its Stripe customer".into()))?;
+        let currency = charge.currency;
         let currency = stripe_types::Currency::from_str(&currency.code())
             .map_err(|_| GatewayError::Unavailable(format!("Stripe does not take {currency}")))?;
         let mut req = CreatePaymentIntent::new(amount, currency)
@@ -286,7 +284,7 @@ impl StripeApi {
         if off_session {
             req = req.off_session(CreatePaymentIntentOffSession::Bool(true));
         }
-        if manual_capture {
+        if charge.manual_capture {
             req = req.capture_method(PaymentIntentCaptureMethod::Manual);
         }
         let sent = req
@@ -424,7 +422,8 @@ impl BrowserCards for StripeGateway {
                 Some(c) => c.to_string(),
                 None => self.api.create_customer(&format!("{idempotency_key}-customer"), email).await?,
             };
-            let si = self.api.create_setup_intent(&format!("{idempotency_key}-setup"), &customer, idempotency_key).await?;
+            let si =
+                self.api.create_setup_intent(&format!("{idempotency_key}-setup"), &customer, idempotency_key).await?;
             let client_secret = si
                 .client_secret
                 .ok_or_else(|| GatewayError::Unavailable("the SetupIntent came without a client secret".into()))?;
@@ -482,22 +481,7 @@ impl PaymentGateway for StripeGateway {
             if req.amount == 0 {
                 return Ok(ChargeOutcome::Succeeded { gateway_ref: req.card.gateway_ref.clone() });
             }
-            let customer = req
-                .card
-                .gateway_customer
-                .as_deref()
-                .ok_or_else(|| GatewayError::Unavailable("a Stripe card without its Stripe customer".into()))?;
-            self.api
-                .charge(
-                    req.idempotency_key,
-                    customer,
-                    &req.card.gateway_ref,
-                    req.amount,
-                    req.currency,
-                    req.off_session,
-                    req.manual_capture,
-                )
-                .await
+            self.api.charge(&req).await
         })
     }
 

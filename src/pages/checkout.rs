@@ -10,13 +10,13 @@ use crate::domain::checkout_session::{self as cs, CheckoutSession, LineItem, Ses
 use crate::domain::consultation::{self, Answers};
 use crate::domain::customer::{Address, Contact};
 use crate::domain::ids::{CheckoutSessionId, PaymentAttemptId};
+use crate::domain::Mode;
 use crate::domain::{text, FieldError};
 use crate::error::PageError;
-use crate::domain::Mode;
 use crate::flows::card_setup::{self, SetupStart};
 use crate::flows::checkout::{self as flow, PageData, PayResult, PaymentForm};
-use crate::gateway::{BrowserScript, CardEntry, ChallengeAnswer};
 use crate::flows::FlowError;
+use crate::gateway::{BrowserScript, CardEntry, ChallengeAnswer};
 use crate::state::AppState;
 
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
@@ -229,10 +229,8 @@ fn build_page(
             .pending_action
             .as_ref()
             .map(|a| format!("/pay/c/{}/authenticate/{a}", s.checkout_session_id)),
-        processor: browser_script(state, data.owner.mode).map(|p| ProcessorView {
-            script_url: p.script_url.clone(),
-            publishable_key: p.publishable_key.clone(),
-        }),
+        processor: browser_script(state, data.owner.mode)
+            .map(|p| ProcessorView { script_url: p.script_url.clone(), publishable_key: p.publishable_key.clone() }),
     }
 }
 
@@ -646,10 +644,8 @@ async fn show_challenge(
         _ => String::new(),
     };
     let page = ChallengePage {
-        processor: script.map(|p| ProcessorView {
-            script_url: p.script_url.clone(),
-            publishable_key: p.publishable_key.clone(),
-        }),
+        processor: script
+            .map(|p| ProcessorView { script_url: p.script_url.clone(), publishable_key: p.publishable_key.clone() }),
         client_secret,
         asset_version: super::asset_version(),
         merchant_name: data.merchant_name.clone(),
@@ -811,10 +807,9 @@ async fn start_setup_inner(
         return Ok(res);
     }
     match card_setup::start(state, &id, contact).await.map_err(flow_error)? {
-        SetupStart::Ready { attempt, client_secret } => Ok(script_reply(
-            StatusCode::OK,
-            serde_json::json!({ "attempt": attempt, "client_secret": client_secret }),
-        )),
+        SetupStart::Ready { attempt, client_secret } => {
+            Ok(script_reply(StatusCode::OK, serde_json::json!({ "attempt": attempt, "client_secret": client_secret })))
+        }
         SetupStart::Settled(_) => {
             Ok(script_reply(StatusCode::OK, serde_json::json!({ "redirect": format!("/pay/c/{id}") })))
         }
@@ -839,8 +834,7 @@ async fn confirm_setup(
         return Err(PageError::Forbidden("This form has expired. Please reload the page and try again."));
     }
     let attempt = parse_attempt(form.get("attempt"))?;
-    let result =
-        card_setup::finish(&state, &data.session.checkout_session_id, &attempt).await.map_err(flow_error)?;
+    let result = card_setup::finish(&state, &data.session.checkout_session_id, &attempt).await.map_err(flow_error)?;
     let entered = entered_of_attempt(&state, &attempt, &data).await?;
     outcome_response(&state, &data, entered, result).await
 }

@@ -248,7 +248,7 @@ async fn expiring_a_session_by_request_and_by_time() {
 
 #[tokio::test]
 async fn a_replayed_idempotency_key_returns_the_first_answer_byte_for_byte() {
-    let app = spawn_app().await;
+    let app = crate::common::spawn_app_with_live_stripe().await;
     let price = app.one_time_price("Class", 2000).await;
     let body = json!({"checkout_session": {"mode": "payment", "line_items": [{"price": price}],
         "success_url": "https://shop.example/ok", "cancel_url": "https://shop.example/no"}})

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::common::spawn_app;
+use crate::common::{spawn_app, spawn_app_with_live_stripe};
 
 #[tokio::test]
 async fn requests_without_a_valid_key_are_401() {
@@ -47,7 +47,7 @@ async fn keys_are_stored_only_as_hashes() {
 
 #[tokio::test]
 async fn another_merchant_sees_none_of_our_objects() {
-    let app = spawn_app().await;
+    let app = spawn_app_with_live_stripe().await;
     let (product, price) = app.seed_product_and_price().await;
     let s = app.create_session(json!({"mode": "subscription", "line_items": [{"price": price}]})).await;
     let session = s.body["checkout_session"]["checkout_session_id"].as_str().unwrap().to_string();
@@ -94,8 +94,17 @@ async fn another_merchant_sees_none_of_our_objects() {
 }
 
 #[tokio::test]
-async fn live_objects_carry_test_mode_false_and_live_checkout_needs_stripe() {
+async fn live_keys_work_only_with_a_live_stripe_key() {
     let app = spawn_app().await;
+    let r = app.post_as(&app.live_key, "/v1/products", json!({"product": {"name": "Real"}})).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("STRIPE_SECRET_KEY"));
+    assert_eq!(app.count("products").await, 0);
+}
+
+#[tokio::test]
+async fn live_objects_carry_test_mode_false_and_live_checkout_loads_stripe() {
+    let app = spawn_app_with_live_stripe().await;
     let p = app.post_as(&app.live_key, "/v1/products", json!({"product": {"name": "Real"}})).await;
     assert_eq!(p.status, 200);
     assert_eq!(p.body["product"]["test_mode"], false);
@@ -110,9 +119,19 @@ async fn live_objects_carry_test_mode_false_and_live_checkout_needs_stripe() {
                 "success_url": "https://shop.example/ok", "cancel_url": "https://shop.example/no"}}),
         )
         .await;
-    assert_eq!(s.status, 422, "{}", s.text);
-    assert!(s.body["error"]["message"].as_str().unwrap().contains("STRIPE_SECRET_KEY"));
-    // A live price cannot be used with a test key.
+    assert_eq!(s.status, 200, "{}", s.text);
+    assert_eq!(s.body["checkout_session"]["test_mode"], false);
+    // The live page takes the card in Stripe's own fields: none of ours, and CSP allows Stripe.js.
+    let id = s.body["checkout_session"]["checkout_session_id"].as_str().unwrap();
+    let page = app.client.get(format!("{}/pay/c/{id}", app.address)).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"src="https://js.stripe.com/v3/""#), "{html}");
+    assert!(html.contains("pk_live_flexcheckouttests"));
+    assert!(!html.contains("card_number") && !html.contains("cc-number"), "no card field of ours");
+    assert!(csp.contains("script-src 'self' https://js.stripe.com;"), "{csp}");
+    assert!(csp.contains("frame-src https://js.stripe.com https://hooks.stripe.com;"), "{csp}");
+    // A live price cannot be used with a test key (test mode is the sandbox here).
     let t = app.create_session(json!({"mode": "payment", "line_items": [{"price": price}]})).await;
     assert_eq!(t.status, 400);
 }

@@ -479,11 +479,14 @@ async fn an_oversized_form_gets_a_page_not_an_error_dump() {
 async fn pay_and_die(app: &TestApp, id: &str, card: &str, reach_gateway: bool) -> String {
     use flex_checkout::domain::card::CardInput;
     use flex_checkout::domain::ids::{CheckoutSessionId, PaymentAttemptId};
-    use flex_checkout::gateway::ChargeRequest;
+    use flex_checkout::domain::Mode;
+    use flex_checkout::gateway::{CardEntry, ChargeRequest};
     let state = &app.state;
+    let gateway = state.gateways.for_mode(Mode::Test).unwrap();
+    let CardEntry::OwnForm(cards) = gateway.card_entry() else { panic!("the sandbox takes cards on our form") };
     let session_id = CheckoutSessionId::parse(id).unwrap();
     let card = CardInput::parse(card, "12/34", "123", "", (2026, 1)).unwrap();
-    let saved = state.gateway.save_card(&card).await.unwrap();
+    let saved = cards.save_card(&card).await.unwrap();
     let attempt = PaymentAttemptId::generate();
     let now = state.clock.now();
     let mut tx = state.db.begin().await.unwrap();
@@ -501,8 +504,10 @@ async fn pay_and_die(app: &TestApp, id: &str, card: &str, reach_gateway: bool) -
             currency: owned.session.currency,
             contact: r#"{"email":"crash@example.com","first_name":null,"last_name":null,"phone":null,"shipping":null,"lmn":null}"#,
             card: Some(&saved.details),
-            gateway: state.gateway.name(),
+            gateway: gateway.name(),
             gateway_ref: Some(&saved.gateway_ref),
+            gateway_customer: None,
+            status: "pending",
         },
         now,
     )
@@ -510,14 +515,14 @@ async fn pay_and_die(app: &TestApp, id: &str, card: &str, reach_gateway: bool) -
     .unwrap();
     tx.commit().await.unwrap();
     if reach_gateway {
-        state
-            .gateway
+        gateway
             .charge(ChargeRequest {
                 idempotency_key: attempt.as_str(),
-                card_ref: &saved.gateway_ref,
+                card: &saved,
                 amount: owned.session.amount_total,
                 currency: owned.session.currency,
                 off_session: false,
+                manual_capture: false,
             })
             .await
             .unwrap();

@@ -14,6 +14,8 @@ use flex_checkout::startup::Application;
 use flex_checkout::state::AppState;
 use serde_json::{json, Value};
 
+pub mod stripe;
+
 pub struct TestApp {
     pub address: String,
     pub state: AppState,
@@ -62,6 +64,20 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     spawn(database_url, dir, true, adjust).await
 }
 
+/// A server with a live Stripe key, so live API keys work. Its Stripe API address answers nothing:
+/// for tests of everything short of paying in live mode.
+pub async fn spawn_app_with_live_stripe() -> TestApp {
+    spawn_app_with(|s| {
+        s.stripe = Some(flex_checkout::gateway::stripe::StripeConfig {
+            secret_key: "sk_live_flexcheckouttests".into(),
+            publishable_key: "pk_live_flexcheckouttests".into(),
+            api_base: Some("http://127.0.0.1:9".into()),
+            js_url: "https://js.stripe.com/v3/".into(),
+        })
+    })
+    .await
+}
+
 /// A second server on the same database (several instances behind a load balancer).
 pub async fn spawn_app_on(database_url: String, dir: Option<tempfile::TempDir>, with_keys: bool) -> TestApp {
     spawn(database_url, dir, with_keys, |_| {}).await
@@ -84,6 +100,8 @@ async fn spawn(
         database_max_connections: 8,
         http_workers: Some(2),
         pay_attempts_per_ip_per_minute: 1000,
+        stripe: None,
+        stripe_webhook_secrets: Vec::new(),
     };
     adjust(&mut settings);
     let db = Db::connect(&database_url, 8).await.expect("connect");
