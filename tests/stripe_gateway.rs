@@ -108,8 +108,8 @@ async fn a_good_card_is_saved_and_charged_once_and_found_again_by_its_attempt() 
     assert_eq!(card.brand, "visa");
 
     let attempt = unique("fpa");
-    let outcome =
-        api.charge(&attempt, &customer, &payment_method, 4999, Currency::USD, false, false).await.expect("charge");
+    let card = saved(&customer, &payment_method);
+    let outcome = api.charge(&charge_req(&attempt, &card, false)).await.expect("charge");
     let ChargeOutcome::Succeeded { gateway_ref } = outcome else { panic!("{outcome:?}") };
     let pi = api.payment_intent(&gateway_ref).await.expect("retrieve");
     assert_eq!(pi.amount, 4999);
@@ -119,8 +119,8 @@ async fn a_good_card_is_saved_and_charged_once_and_found_again_by_its_attempt() 
     assert!(api.find_charge(&customer, "fpa_other").await.unwrap().is_none());
 
     // Renewals: the same card, off-session.
-    let renewal =
-        api.charge(&unique("fpa"), &customer, &payment_method, 4999, Currency::USD, true, false).await.unwrap();
+    let renewal_attempt = unique("fpa");
+    let renewal = api.charge(&charge_req(&renewal_attempt, &card, true)).await.unwrap();
     assert!(matches!(renewal, ChargeOutcome::Succeeded { .. }), "{renewal:?}");
 
     let refund = api.refund(&unique("fre"), &gateway_ref, 1000).await.expect("answer").expect("partial refund");
@@ -144,8 +144,9 @@ async fn the_charges_fail_card_saves_but_every_charge_is_declined() {
     let api = api(&base);
     let (customer, state) = set_up(&api, &base, "4000000000000341").await;
     let SetupState::Succeeded { payment_method, .. } = state else { panic!("{state:?}") };
-    let outcome =
-        api.charge(&unique("fpa"), &customer, &payment_method, 4999, Currency::USD, true, false).await.unwrap();
+    let card = saved(&customer, &payment_method);
+    let attempt = unique("fpa");
+    let outcome = api.charge(&charge_req(&attempt, &card, true)).await.unwrap();
     assert_eq!(outcome, ChargeOutcome::Declined { code: DeclineCode::GenericDecline });
 }
 
