@@ -66,6 +66,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PAY_ATTEMPTS_PER_IP_PER_MINUTE", default_value_t = 30)]
     pub pay_attempts_per_ip_per_minute: u32,
 
+    /// Seconds after which a payment still waiting for the processor's answer is presumed dead (its
+    /// process crashed) and finished from the processor's record. At least 30: longer than any
+    /// processor call may take.
+    #[arg(long, env = "PAYMENT_STALE_SECONDS", default_value_t = crate::flows::checkout::STALE_PAYMENT_SECONDS)]
+    pub payment_stale_seconds: i64,
+
     /// Log as JSON lines (for production log collectors) instead of text.
     #[arg(long, env = "LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -103,6 +109,7 @@ impl Default for ServeArgs {
             database_max_connections: 16,
             http_workers: None,
             pay_attempts_per_ip_per_minute: 30,
+            payment_stale_seconds: crate::flows::checkout::STALE_PAYMENT_SECONDS,
             log_json: false,
             stripe_secret_key: None,
             stripe_publishable_key: None,
@@ -166,6 +173,7 @@ pub struct Settings {
     pub database_max_connections: u32,
     pub http_workers: Option<usize>,
     pub pay_attempts_per_ip_per_minute: u32,
+    pub payment_stale_seconds: i64,
     /// Stripe, when configured; otherwise test mode pays through the sandbox and live mode cannot pay.
     pub stripe: Option<StripeConfig>,
     /// Secrets that may sign inbound Stripe webhooks (more than one during a rotation).
@@ -280,6 +288,9 @@ impl Settings {
         if args.database_max_connections == 0 {
             anyhow::bail!("DATABASE_MAX_CONNECTIONS must be at least 1");
         }
+        if !(30..=86_400).contains(&args.payment_stale_seconds) {
+            anyhow::bail!("PAYMENT_STALE_SECONDS must be between 30 and 86400");
+        }
         let (stripe, stripe_webhook_secrets) = stripe_settings(args)?;
         Ok(Settings {
             database_url,
@@ -289,6 +300,7 @@ impl Settings {
             database_max_connections: args.database_max_connections,
             http_workers: args.http_workers,
             pay_attempts_per_ip_per_minute: args.pay_attempts_per_ip_per_minute,
+            payment_stale_seconds: args.payment_stale_seconds,
             stripe,
             stripe_webhook_secrets,
         })

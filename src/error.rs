@@ -62,6 +62,11 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "resource_missing", format!("No such {resource}: '{id}'"))
     }
 
+    /// 404 for something that exists only with configuration this server does not have.
+    pub fn not_found_message(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", "not_found", message)
+    }
+
     pub fn route_not_found(path: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,

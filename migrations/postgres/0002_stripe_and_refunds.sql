@@ -39,3 +39,14 @@ CREATE TABLE sandbox_refunds (
     created_at BIGINT NOT NULL
 );
 CREATE INDEX sandbox_refunds_charge ON sandbox_refunds (charge_key);
+
+-- Stripe events received and applied, by Stripe's event id: a redelivery is answered at once, and
+-- operators can see what Stripe told us.
+CREATE TABLE stripe_events (
+    id TEXT PRIMARY KEY,
+    event_type TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    livemode BIGINT NOT NULL,
+    received_at BIGINT NOT NULL
+);
+CREATE INDEX stripe_events_object ON stripe_events (object_id);

@@ -10,6 +10,8 @@ pub mod invoices;
 pub mod payment_intents;
 pub mod prices;
 pub mod products;
+pub mod refunds;
+pub mod stripe_webhook;
 pub mod subscriptions;
 
 use actix_web::http::StatusCode;
@@ -32,11 +34,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(customers::routes)
             .configure(checkout_sessions::routes)
             .configure(payment_intents::routes)
+            .configure(refunds::routes)
             .configure(subscriptions::routes)
             .configure(invoices::routes)
             .configure(events::routes)
             .default_service(web::to(not_found)),
-    );
+    )
+    .configure(stripe_webhook::routes);
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {

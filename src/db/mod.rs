@@ -11,7 +11,9 @@ pub mod merchants;
 pub mod payments;
 pub mod prices;
 pub mod products;
+pub mod refunds;
 pub mod settings;
+pub mod stripe_events;
 pub mod subscriptions;
 
 use std::str::FromStr;

@@ -76,6 +76,7 @@ prefixed_id!(SubscriptionId, "fsub_");
 prefixed_id!(InvoiceId, "fin_");
 prefixed_id!(EventId, "fevt_");
 prefixed_id!(ConsultationId, "fcons_");
+prefixed_id!(RefundId, "fre_");
 
 #[cfg(test)]
 mod tests {

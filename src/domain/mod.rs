@@ -12,6 +12,7 @@ pub mod money;
 pub mod payment;
 pub mod price;
 pub mod product;
+pub mod refund;
 pub mod subscription;
 pub mod text;
 pub mod timestamp;

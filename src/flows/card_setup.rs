@@ -105,6 +105,7 @@ pub async fn start(state: &AppState, id: &CheckoutSessionId, contact: Contact) -
             return Err(e.into());
         }
     };
+    crate::crash_points::reached("after_setup_started");
     let mut conn = state.db.conn().await?;
     db::payments::set_attempt_setup(&mut conn, &attempt, &started.setup_ref, &started.gateway_customer, now).await?;
     Ok(SetupStart::Ready { attempt, client_secret: started.client_secret })
@@ -201,7 +202,7 @@ async fn finish_inner(
         let owned = db::checkout_sessions::get_any(&mut tx, &session_id)
             .await?
             .ok_or_else(|| FlowError::NotFound { resource: "checkout session", id: session_id.to_string() })?;
-        let stale = now.plus_seconds(-checkout_flow::STALE_PAYMENT_SECONDS);
+        let stale = now.plus_seconds(-state.settings.payment_stale_seconds);
         if !db::checkout_sessions::claim_for_payment(&mut tx, &session_id, attempt, now, stale, cs::MAX_DECLINES)
             .await?
         {

@@ -34,8 +34,8 @@ use crate::state::AppState;
 
 use super::{events, FlowError};
 
-/// A payment holding a session for longer than this is presumed dead (its process crashed); the
-/// reconciler settles it and a new payment may start.
+/// A payment holding a session for longer than this (by default; PAYMENT_STALE_SECONDS) is presumed
+/// dead (its process crashed); the reconciler settles it and a new payment may start.
 pub const STALE_PAYMENT_SECONDS: i64 = 120;
 /// A 3-D Secure challenge left unanswered this long is canceled.
 pub const CHALLENGE_TIMEOUT_SECONDS: i64 = 15 * 60;
@@ -358,7 +358,7 @@ pub async fn expire(state: &AppState, owner: &Owner, id: &CheckoutSessionId) -> 
         }
         SessionStatus::Open => {}
     }
-    let stale = now.plus_seconds(-STALE_PAYMENT_SECONDS);
+    let stale = now.plus_seconds(-state.settings.payment_stale_seconds);
     if !db::checkout_sessions::expire(&mut tx, id, now, stale).await? {
         return Err(FlowError::Conflict {
             code: "payment_in_progress",
@@ -400,7 +400,9 @@ pub async fn expire_due(state: &AppState, limit: i64) -> Result<usize, FlowError
         let Some(owned) = db::checkout_sessions::get_any(&mut tx, &id).await? else {
             continue;
         };
-        if db::checkout_sessions::expire(&mut tx, &id, now, now.plus_seconds(-STALE_PAYMENT_SECONDS)).await? {
+        if db::checkout_sessions::expire(&mut tx, &id, now, now.plus_seconds(-state.settings.payment_stale_seconds))
+            .await?
+        {
             emit_expired(&mut tx, state, &owned.owner, &id, now).await?;
             tx.commit().await?;
             state.page_cache.invalidate(id.as_str());
@@ -522,7 +524,7 @@ async fn pay_inner(state: &AppState, id: &CheckoutSessionId, form: PaymentForm) 
     let attempt = PaymentAttemptId::generate();
     {
         let mut tx = state.db.begin().await?;
-        let stale = now.plus_seconds(-STALE_PAYMENT_SECONDS);
+        let stale = now.plus_seconds(-state.settings.payment_stale_seconds);
         if !db::checkout_sessions::claim_for_payment(&mut tx, id, &attempt, now, stale, cs::MAX_DECLINES).await? {
             drop(tx);
             return wait_for_other_payment(state, id).await;
@@ -561,6 +563,7 @@ pub(crate) async fn charge_claimed(
 ) -> Result<PayResult, FlowError> {
     let gateway =
         super::gateway(state, if session.test_mode { crate::domain::Mode::Test } else { crate::domain::Mode::Live })?;
+    crate::crash_points::reached("before_charge");
     let outcome = gateway
         .charge(ChargeRequest {
             idempotency_key: attempt.as_str(),
@@ -571,6 +574,7 @@ pub(crate) async fn charge_claimed(
             manual_capture: session.capture_method == CaptureMethod::Manual,
         })
         .await;
+    crate::crash_points::reached("after_charge");
     let outcome = match outcome {
         Ok(o) => o,
         // Unknown outcome: the attempt stays pending and the reconciler settles it from the
@@ -1147,7 +1151,8 @@ pub async fn reconcile_stale_attempts(state: &AppState, limit: i64) -> Result<us
     let now = state.clock.now();
     let rows = {
         let mut conn = state.db.conn().await?;
-        db::payments::attempts_to_reconcile(&mut conn, now.plus_seconds(-STALE_PAYMENT_SECONDS), limit).await?
+        db::payments::attempts_to_reconcile(&mut conn, now.plus_seconds(-state.settings.payment_stale_seconds), limit)
+            .await?
     };
     let mut settled_count = 0;
     for row in rows {

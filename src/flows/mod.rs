@@ -6,6 +6,8 @@ pub mod catalog;
 pub mod checkout;
 pub mod events;
 pub mod keys;
+pub mod processor_events;
+pub mod refunds;
 
 use crate::error::ApiError;
 

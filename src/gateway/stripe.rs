@@ -96,7 +96,11 @@ pub struct WirePaymentIntent {
 #[derive(Debug, Deserialize)]
 struct WireList<T> {
     data: Vec<T>,
+    has_more: bool,
 }
+
+/// How far `find_charge` pages (100 each) before it gives up.
+const MAX_LIST_PAGES: usize = 200;
 
 #[derive(Debug, Deserialize)]
 struct WireCard {
@@ -298,7 +302,7 @@ impl StripeApi {
             Ok(pi) if off_session && pi.status == "requires_action" => {
                 Ok(ChargeOutcome::Declined { code: DeclineCode::AuthenticationRequired })
             }
-            Ok(pi) => Ok(outcome_of(&pi)),
+            Ok(pi) => outcome_of(&pi),
             Err(e) => classify(e).map(|code| ChargeOutcome::Declined { code }),
         }
     }
@@ -323,31 +327,39 @@ impl StripeApi {
             .map_err(unknown)
     }
 
-    /// The charge made for `attempt` on `customer`'s cards, if Stripe has one.
+    /// The charge made for `attempt` on `customer`'s cards, if Stripe has one. Pages through the
+    /// customer's PaymentIntents (localstripe cannot filter by customer: there, through all of them).
     pub async fn find_charge(&self, customer: &str, attempt: &str) -> Result<Option<WirePaymentIntent>, GatewayError> {
-        let by_customer = ListPaymentIntent::new()
-            .customer(customer)
-            .limit(100)
-            .build()
-            .customize::<WireList<WirePaymentIntent>>()
-            .send(&self.client)
-            .await;
-        let list = match by_customer {
-            Ok(list) => list,
-            // localstripe cannot filter by customer; the most recent charges are enough there.
-            Err(StripeError::Stripe(_, 400)) => ListPaymentIntent::new()
-                .limit(100)
-                .build()
-                .customize::<WireList<WirePaymentIntent>>()
-                .send(&self.client)
-                .await
-                .map_err(unknown)?,
-            Err(e) => return Err(unknown(e)),
-        };
-        Ok(list
-            .data
-            .into_iter()
-            .find(|pi| pi.metadata.as_ref().and_then(|m| m.get("flex_attempt")).map(String::as_str) == Some(attempt)))
+        let mut by_customer = true;
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let mut req = ListPaymentIntent::new().limit(100);
+            if by_customer {
+                req = req.customer(customer);
+            }
+            if let Some(a) = &after {
+                req = req.starting_after(a.as_str());
+            }
+            let page = match req.build().customize::<WireList<WirePaymentIntent>>().send(&self.client).await {
+                Ok(page) => page,
+                Err(StripeError::Stripe(_, 400)) if by_customer => {
+                    by_customer = false;
+                    continue;
+                }
+                Err(e) => return Err(unknown(e)),
+            };
+            let last = page.data.last().map(|pi| pi.id.clone());
+            if let Some(found) = page.data.into_iter().find(|pi| {
+                pi.metadata.as_ref().and_then(|m| m.get("flex_attempt")).map(String::as_str) == Some(attempt)
+            }) {
+                return Ok(Some(found));
+            }
+            match (page.has_more, last) {
+                (true, Some(last)) => after = Some(last),
+                _ => return Ok(None),
+            }
+        }
+        Err(GatewayError::Unavailable(format!("too many PaymentIntents to search for attempt {attempt}")))
     }
 
     /// Refunds `amount` of a PaymentIntent. A refusal (more than is left, say) is `Ok(Err(reason))`.
@@ -500,18 +512,18 @@ impl PaymentGateway for StripeGateway {
                 self.api.cancel_payment_intent(charge.idempotency_key, id).await?;
                 return Ok(ChargeOutcome::Declined { code: DeclineCode::AuthenticationRequired });
             }
-            Ok(outcome_of(&pi))
+            outcome_of(&pi)
         })
     }
 
     fn lookup<'a>(&'a self, lookup: ChargeLookup<'a>) -> BoxFuture<'a, Result<Option<ChargeOutcome>, GatewayError>> {
         Box::pin(async move {
             if let Some(id) = lookup.charge_ref {
-                return Ok(Some(outcome_of(&self.api.payment_intent(id).await?)));
+                return outcome_of(&self.api.payment_intent(id).await?).map(Some);
             }
             // Charges are made on a Stripe customer: without one, nothing was charged.
             let Some(customer) = lookup.gateway_customer else { return Ok(None) };
-            Ok(self.api.find_charge(customer, lookup.idempotency_key).await?.map(|pi| outcome_of(&pi)))
+            self.api.find_charge(customer, lookup.idempotency_key).await?.map(|pi| outcome_of(&pi)).transpose()
         })
     }
 
@@ -528,20 +540,28 @@ impl PaymentGateway for StripeGateway {
     }
 }
 
-/// Our outcome for a PaymentIntent in the state Stripe reports.
-pub fn outcome_of(pi: &WirePaymentIntent) -> ChargeOutcome {
-    match pi.status.as_str() {
-        "succeeded" | "requires_capture" | "processing" => ChargeOutcome::Succeeded { gateway_ref: pi.id.clone() },
-        "requires_action" | "requires_confirmation" => ChargeOutcome::RequiresAction { gateway_ref: pi.id.clone() },
-        _ => {
-            let code = pi
-                .last_payment_error
-                .as_ref()
-                .map(|e| decline_code(e.code.as_deref(), e.decline_code.as_deref()))
-                .unwrap_or(DeclineCode::GenericDecline);
-            ChargeOutcome::Declined { code }
+/// Our outcome for a PaymentIntent in the state Stripe reports; `None` while Stripe has not
+/// decided (`processing`), which callers treat as "ask again later".
+pub fn outcome_for(id: &str, status: &str, code: Option<&str>, decline: Option<&str>) -> Option<ChargeOutcome> {
+    match status {
+        "succeeded" | "requires_capture" => Some(ChargeOutcome::Succeeded { gateway_ref: id.to_string() }),
+        "requires_action" | "requires_confirmation" => {
+            Some(ChargeOutcome::RequiresAction { gateway_ref: id.to_string() })
         }
+        "processing" => None,
+        _ => Some(ChargeOutcome::Declined { code: decline_code(code, decline) }),
     }
+}
+
+fn outcome_of(pi: &WirePaymentIntent) -> Result<ChargeOutcome, GatewayError> {
+    let error = pi.last_payment_error.as_ref();
+    outcome_for(
+        &pi.id,
+        &pi.status,
+        error.and_then(|e| e.code.as_deref()),
+        error.and_then(|e| e.decline_code.as_deref()),
+    )
+    .ok_or_else(|| GatewayError::Unavailable(format!("PaymentIntent {} is still processing", pi.id)))
 }
 
 #[cfg(test)]
@@ -568,8 +588,9 @@ mod tests {
             last_payment_error: None,
             metadata: None,
         };
-        assert!(matches!(outcome_of(&pi("succeeded")), ChargeOutcome::Succeeded { .. }));
-        assert!(matches!(outcome_of(&pi("requires_action")), ChargeOutcome::RequiresAction { .. }));
-        assert!(matches!(outcome_of(&pi("requires_payment_method")), ChargeOutcome::Declined { .. }));
+        assert!(matches!(outcome_of(&pi("succeeded")), Ok(ChargeOutcome::Succeeded { .. })));
+        assert!(matches!(outcome_of(&pi("requires_action")), Ok(ChargeOutcome::RequiresAction { .. })));
+        assert!(matches!(outcome_of(&pi("requires_payment_method")), Ok(ChargeOutcome::Declined { .. })));
+        assert!(matches!(outcome_of(&pi("processing")), Err(GatewayError::Unavailable(_))));
     }
 }

@@ -1,4 +1,5 @@
-//! Background work found in the database: session expiry, payment reconciliation and clean-up.
+//! Background work found in the database: session expiry, payment reconciliation, refunds left
+//! without an answer, and clean-up.
 //! Each pass does a bounded batch; several instances may run them at once because every change is
 //! a conditional update that only one of them wins.
 
@@ -8,14 +9,14 @@ use tokio::sync::watch;
 
 use crate::api::idempotency::RETENTION_SECONDS;
 use crate::db;
-use crate::flows::checkout;
+use crate::flows::{checkout, refunds};
 use crate::state::AppState;
 
 /// How often the workers look for due work.
 pub const TICK: Duration = Duration::from_secs(5);
 
-/// One pass of every worker; returns how many sessions and payments were settled. Tests call this
-/// directly instead of waiting for the timer.
+/// One pass of every worker; returns how many sessions, payments and refunds were settled. Tests
+/// call this directly instead of waiting for the timer.
 pub async fn run_once(state: &AppState) -> usize {
     let mut handled = 0;
     match checkout::expire_due(state, 200).await {
@@ -25,6 +26,10 @@ pub async fn run_once(state: &AppState) -> usize {
     match checkout::reconcile_stale_attempts(state, 100).await {
         Ok(n) => handled += n,
         Err(e) => tracing::warn!(error = ?e, "payment reconciliation pass failed"),
+    }
+    match refunds::retry_pending(state, 100).await {
+        Ok(n) => handled += n,
+        Err(e) => tracing::warn!(error = ?e, "pending refund pass failed"),
     }
     clean_up(state).await;
     handled

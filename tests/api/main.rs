@@ -11,4 +11,5 @@ mod isolation;
 mod pay;
 mod prices;
 mod products;
+mod refunds;
 mod server;

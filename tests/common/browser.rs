@@ -327,3 +327,28 @@ fn serve(stream: TcpStream, hits: &Mutex<Vec<String>>) -> std::io::Result<()> {
     )?;
     stream.flush()
 }
+
+/// What the browser wrote to its console at level SEVERE since the last call (chromedriver keeps
+/// errors by default: uncaught exceptions, `console.error`, Content-Security-Policy violations,
+/// failed requests), each as "source: message". Reading the log empties it.
+pub async fn console_errors(c: &Client) -> Vec<String> {
+    let webdriver = std::env::var("WEBDRIVER_URL").expect("WEBDRIVER_URL");
+    let session = c.session_id().await.ok().flatten().expect("a WebDriver session");
+    let res = reqwest::Client::new()
+        .post(format!("{}/session/{session}/se/log", webdriver.trim_end_matches('/')))
+        .json(&json!({ "type": "browser" }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("reading the browser log: {e}"));
+    let body: Value = res.json().await.unwrap_or_else(|e| panic!("reading the browser log: {e}"));
+    body["value"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|e| e["level"] == "SEVERE")
+                .map(|e| format!("{}: {}", e["source"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -100,6 +100,7 @@ async fn spawn(
         database_max_connections: 8,
         http_workers: Some(2),
         pay_attempts_per_ip_per_minute: 1000,
+        payment_stale_seconds: flex_checkout::flows::checkout::STALE_PAYMENT_SECONDS,
         stripe: None,
         stripe_webhook_secrets: Vec::new(),
     };

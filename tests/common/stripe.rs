@@ -171,14 +171,8 @@ pub async fn localstripe_get(path: &str) -> Value {
         .expect("JSON from localstripe")
 }
 
-/// localstripe's PaymentIntents made for the attempts of one checkout session (our attempt ids are
-/// in their metadata), newest first.
-pub async fn payment_intents_of_session(app: &TestApp, session: &str) -> Vec<Value> {
-    let attempts: Vec<String> = sqlx::query_scalar("SELECT id FROM payment_attempts WHERE session_id = $1")
-        .bind(session)
-        .fetch_all(&app.state.db.pool)
-        .await
-        .unwrap();
+/// Every PaymentIntent localstripe holds (it lists oldest first, 100 at a time).
+pub async fn all_payment_intents() -> Vec<Value> {
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -188,15 +182,26 @@ pub async fn payment_intents_of_session(app: &TestApp, session: &str) -> Vec<Val
         };
         let page = localstripe_get(&path).await;
         let data = page["data"].as_array().cloned().unwrap_or_default();
-        for pi in &data {
-            if pi["metadata"]["flex_attempt"].as_str().is_some_and(|a| attempts.iter().any(|x| x == a)) {
-                out.push(pi.clone());
-            }
-        }
-        if page["has_more"] != true || data.is_empty() {
-            break;
-        }
         after = data.last().and_then(|p| p["id"].as_str()).map(String::from);
+        let more = page["has_more"] == true && !data.is_empty();
+        out.extend(data);
+        if !more {
+            return out;
+        }
     }
-    out
+}
+
+/// localstripe's PaymentIntents made for the attempts of one checkout session (our attempt ids are
+/// in their metadata).
+pub async fn payment_intents_of_session(app: &TestApp, session: &str) -> Vec<Value> {
+    let attempts: Vec<String> = sqlx::query_scalar("SELECT id FROM payment_attempts WHERE session_id = $1")
+        .bind(session)
+        .fetch_all(&app.state.db.pool)
+        .await
+        .unwrap();
+    all_payment_intents()
+        .await
+        .into_iter()
+        .filter(|pi| pi["metadata"]["flex_attempt"].as_str().is_some_and(|a| attempts.iter().any(|x| x == a)))
+        .collect()
 }
