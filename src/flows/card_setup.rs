@@ -52,6 +52,8 @@ pub async fn start(state: &AppState, id: &CheckoutSessionId, contact: Contact) -
     }
     let gateway = super::gateway(state, owned.owner.mode)?;
     let cards = browser_cards(state, owned.owner.mode)?;
+    // A challenge the customer walked away from gives way to this new card.
+    checkout_flow::abandon_pending_action(state, id).await?;
 
     let attempt = PaymentAttemptId::generate();
     let existing_customer = {

@@ -628,7 +628,7 @@ pub(crate) async fn wait_for_other_payment(state: &AppState, id: &CheckoutSessio
 }
 
 /// Cancels a 3-D Secure challenge left unanswered, so the session takes a new payment.
-async fn abandon_pending_action(state: &AppState, id: &CheckoutSessionId) -> Result<(), FlowError> {
+pub(crate) async fn abandon_pending_action(state: &AppState, id: &CheckoutSessionId) -> Result<(), FlowError> {
     let holder = {
         let mut conn = state.db.conn().await?;
         db::checkout_sessions::page_row(&mut conn, id).await?.and_then(|row| row.processing_attempt)
@@ -1183,7 +1183,9 @@ async fn reconcile_one(
     }
     let challenge_expired = row.updated_at < now.plus_seconds(-CHALLENGE_TIMEOUT_SECONDS).micros();
     if row.status == db::payments::attempt_status::SETUP {
-        return super::card_setup::reconcile_setup(state, attempt, challenge_expired).await;
+        // A setup is touched each time it is found unconfirmed, so its age counts from its start.
+        let given_up = row.created_at < now.plus_seconds(-CHALLENGE_TIMEOUT_SECONDS).micros();
+        return super::card_setup::reconcile_setup(state, attempt, given_up).await;
     }
     let recorded = gateway
         .lookup(ChargeLookup {

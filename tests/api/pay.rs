@@ -581,3 +581,52 @@ async fn an_unanswered_challenge_is_canceled_after_its_timeout() {
     assert!(!html.contains("Continue to authentication"));
     assert_eq!(session(&app, &id).await["status"], "open");
 }
+
+/// Stripe mode: a card setup the browser never confirmed is kept while the customer may still be
+/// busy with their bank, then given up, and never holds the session.
+#[tokio::test]
+async fn an_unconfirmed_stripe_card_setup_is_given_up_without_holding_the_session() {
+    use crate::common::stripe::{contact_fields, pay_with_stripe, spawn_stripe_app, start_setup};
+    let Some(app) = spawn_stripe_app().await else { return };
+    let price = app.one_time_price("Class pack", 2500).await;
+    let s = app.create_session(json!({"mode": "payment", "line_items": [{"price": price}]})).await;
+    let id = s.body["checkout_session"]["checkout_session_id"].as_str().unwrap().to_string();
+    let (status, setup) = start_setup(&app, &id, &contact_fields()).await;
+    assert_eq!(status, 200, "{setup}");
+    let attempt = setup["attempt"].as_str().unwrap().to_string();
+    let status_of = |a: String| {
+        let pool = app.state.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM payment_attempts WHERE id = $1")
+                .bind(a)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    app.state.clock.advance_seconds(121);
+    app.run_workers().await;
+    assert_eq!(status_of(attempt.clone()).await, "setup", "the customer may still be confirming");
+    app.state.clock.advance_seconds(15 * 60);
+    app.run_workers().await;
+    assert_eq!(status_of(attempt.clone()).await, "abandoned");
+    // Nothing held the session: another card pays it.
+    let res = pay_with_stripe(&app, &id, "4242424242424242").await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(session(&app, &id).await["status"], "complete");
+}
+
+/// Stripe mode posts without JavaScript cannot carry a card: the page says why, keeps what was typed.
+#[tokio::test]
+async fn a_stripe_mode_form_post_without_javascript_explains_itself() {
+    use crate::common::stripe::spawn_stripe_app;
+    let Some(app) = spawn_stripe_app().await else { return };
+    let id = seed_session(&app).await;
+    let (_, html) = page(&app, &id).await;
+    let token = csrf(&html);
+    let r = post_form(&app, &format!("/pay/c/{id}"), &[("csrf", token.as_str()), ("email", "ana@example.com")]).await;
+    assert_eq!(r.status, 422, "{}", r.html);
+    assert!(r.html.contains("needs JavaScript"), "{}", r.html);
+    assert!(r.html.contains("ana@example.com"));
+    assert_eq!(app.count("payment_attempts").await, 0);
+}

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::common::stripe::{localstripe_get, pay_with_stripe, spawn_stripe_app};
-use crate::common::{spawn_app, TestApp};
+use crate::common::{spawn_app, spawn_app_with_live_stripe, TestApp};
 
 fn csrf(html: &str) -> String {
     let marker = "name=\"csrf\" value=\"";
@@ -272,7 +272,8 @@ async fn only_a_succeeded_payment_intent_can_be_refunded() {
 
 #[tokio::test]
 async fn another_merchants_or_modes_payment_intent_is_no_such_payment_intent() {
-    let app = spawn_app().await;
+    // Live keys need a live Stripe key; test mode still pays in the sandbox.
+    let app = spawn_app_with_live_stripe().await;
     let pi = paid(&app, 4999).await;
     let mine = refund(&app, json!({"payment_intent": pi, "amount": 100})).await;
     assert_eq!(mine.status, 200, "{}", mine.text);

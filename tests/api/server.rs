@@ -65,3 +65,34 @@ fn both_databases_have_the_same_migrations() {
     assert!(!sqlite.is_empty());
     assert_eq!(sqlite, postgres);
 }
+
+/// The real binary refuses to start on a bad Stripe configuration and says which setting is wrong.
+#[test]
+fn stripe_misconfiguration_stops_the_start_and_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[("STRIPE_SECRET_KEY", "sk_test_abc123456")], "STRIPE_PUBLISHABLE_KEY"),
+        (&[("STRIPE_SECRET_KEY", "sk_live_abc123456"), ("STRIPE_PUBLISHABLE_KEY", "pk_test_abc123456")], "same mode"),
+        (
+            &[
+                ("STRIPE_SECRET_KEY", "sk_test_abc123456"),
+                ("STRIPE_PUBLISHABLE_KEY", "pk_test_abc123456"),
+                ("STRIPE_WEBHOOK_SECRET", "not-a-secret"),
+            ],
+            "STRIPE_WEBHOOK_SECRET",
+        ),
+        (&[("STRIPE_JS_URL", "http://127.0.0.1:1/js.stripe.com/v3/")], "STRIPE_JS_URL"),
+    ];
+    for (env, named) in cases {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flex-checkout"));
+        cmd.env_clear().env("DATABASE_URL", format!("sqlite://{}/never.db", dir.path().display())).env("PORT", "0");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run the binary");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{env:?} started");
+        assert!(stderr.contains(named), "{env:?}: {stderr}");
+    }
+    assert!(!dir.path().join("never.db").exists(), "nothing is created before the settings are checked");
+}
