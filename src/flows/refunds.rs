@@ -100,10 +100,9 @@ pub async fn create(state: &AppState, owner: &Owner, new: NewRefund) -> Result<R
             return Err(FlowError::Unprocessable {
                 code: "payment_intent_gateway_unavailable",
                 message: format!(
-                "{} was paid through the {} gateway, which this server no longer uses for this mode; refund it there.",
-                pi_id.as_str(),
-                payment.gateway
-            ),
+                    "{pi_id} was paid through the {} gateway, which this mode no longer uses; refund it there.",
+                    payment.gateway
+                ),
             })
         }
     };
@@ -141,7 +140,8 @@ pub async fn create(state: &AppState, owner: &Owner, new: NewRefund) -> Result<R
         Ok(Some(r)) => r,
         Ok(None) => pending,
         Err(e) => {
-            tracing::error!(refund = %pending.refund_id, error = ?e, "recording a refund's answer failed; the worker retries it");
+            let id = &pending.refund_id;
+            tracing::error!(refund = %id, error = ?e, "recording a refund's answer failed; left to the worker");
             pending
         }
     };
@@ -182,7 +182,7 @@ async fn ask_and_record(
         Ok(RefundOutcome::Failed { reason }) => (RefundStatus::Failed, None, Some(reason)),
         Err(GatewayError::CardRejected { message, .. }) => (RefundStatus::Failed, None, Some(message)),
         Err(GatewayError::Unavailable(why)) => {
-            tracing::warn!(refund = %ask.refund_id, error = %why, "refund outcome unknown; left pending for the worker");
+            tracing::warn!(refund = %ask.refund_id, error = %why, "refund outcome unknown; left pending");
             return current(state, owner, ask.refund_id).await;
         }
     };
@@ -242,7 +242,7 @@ pub async fn retry_pending(state: &AppState, limit: i64) -> Result<usize, FlowEr
         let gateway = match state.gateways.for_mode(owner.mode) {
             Some(g) if g.name() == row.gateway => g,
             _ => {
-                tracing::warn!(refund = %row.id, gateway = %row.gateway, "pending refund's gateway is not configured for its mode");
+                tracing::warn!(refund = %row.id, gateway = %row.gateway, "pending refund's gateway is not configured");
                 continue;
             }
         };

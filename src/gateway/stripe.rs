@@ -379,7 +379,8 @@ impl StripeApi {
             .await;
         match sent {
             Ok(refund) => Ok(Ok(refund)),
-            Err(StripeError::Stripe(err, status)) if (400..500).contains(&status) && status != 429 => {
+            // 409: the same key is still being processed at Stripe, and 429: slow down; neither is a no.
+            Err(StripeError::Stripe(err, status)) if (400..500).contains(&status) && status != 409 && status != 429 => {
                 Ok(Err(err.message.clone().unwrap_or_else(|| format!("Stripe refused the refund ({status})"))))
             }
             Err(e) => Err(unknown(e)),

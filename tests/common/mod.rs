@@ -255,6 +255,7 @@ impl TestApp {
             "invoices",
             "events",
             "consultations",
+            "refunds",
         ] {
             out.push((t.to_string(), self.count(t).await));
         }
