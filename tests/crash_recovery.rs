@@ -54,8 +54,9 @@ impl Server {
         let mut child = cmd.spawn().expect("start the server binary");
         // The banner ends with the "listening" line; a first start prints a test key before it.
         let stdout = child.stdout.take().unwrap();
+        let mut reader = BufReader::new(stdout).lines();
         let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
+        for line in reader.by_ref() {
             let line = line.expect("server output");
             let done = line.contains("listening on");
             lines.push(line);
@@ -63,6 +64,8 @@ impl Server {
                 break;
             }
         }
+        // Keep reading what the server logs later, so its writes never meet a closed pipe.
+        std::thread::spawn(move || reader.for_each(|l| eprintln!("server: {}", l.unwrap_or_default())));
         let server = Server {
             child,
             port,
