@@ -4,11 +4,12 @@
 # 4xx in the error envelope {"error": {"type", "code", "message", "param"}}.
 #
 # It builds the server, starts it on a free loopback port with a throw-away database (SQLite, or
-# PostgreSQL with FUZZ_DB=postgres), makes a merchant and a test key with the CLI, seeds a
-# product, prices, a customer, a paid subscription session (hence a subscription, an invoice, a
-# payment intent and a saved card) and an open session so that ids exist, and runs schemathesis
-# with a fixed seed and a fixed number of examples per operation. Besides schemathesis's verdict,
-# a panic or an internal error in the server log, or a dropped connection, fails the run.
+# PostgreSQL with FUZZ_DB=postgres), makes a merchant and a test key with the CLI, seeds two
+# webhook endpoints, a product, prices, a customer, a paid subscription session (hence a
+# subscription, an invoice, a payment intent and a saved card) and an open session so that ids
+# exist, and runs schemathesis with a fixed seed and a fixed number of examples per operation.
+# Besides schemathesis's verdict, a panic or an internal error in the server log, or a dropped
+# connection, fails the run.
 # Exit status: 0 when nothing failed.
 #
 #   scripts/fuzz_api.sh                       # about a minute (most of it installing schemathesis)
@@ -208,6 +209,12 @@ def api(method, path, body=None):
         sys.exit(f"seed: {method} {path} answered {e.code}: {e.read().decode(errors='replace')}")
 
 
+# Webhook endpoints first, so that the events below are delivered to them (and fail: nothing listens
+# on port 9), which gives the deliveries log attempts to show. The mutable one takes the writes.
+webhook = api("POST", "/v1/webhooks", {"webhook": {
+    "url": "http://127.0.0.1:9/fuzz", "events": ["*"], "description": "Seeded by scripts/fuzz_api.sh"}})["webhook"]
+mutable_webhook = api("POST", "/v1/webhooks", {"webhook": {
+    "url": "http://127.0.0.1:9/fuzz-mutable", "events": ["invoice.paid"]}})["webhook"]
 product = api("POST", "/v1/products", {"product": {
     "name": "Fuzz gym membership", "description": "Seeded by scripts/fuzz_api.sh", "visit_type": "gym",
     "hsa_fsa_eligibility": "auto_substantiation", "metadata": {"seed": "fuzz"}}})["product"]
@@ -275,6 +282,8 @@ ids = {
     "subscription": paid["subscription"],
     "invoice": paid["invoice"],
     "event": events[0]["event_id"] if events else None,
+    "webhook": webhook["webhook_id"],
+    "webhook_mutable": mutable_webhook["webhook_id"],
 }
 missing = [k for k, v in ids.items() if not v]
 if missing:
@@ -293,7 +302,7 @@ import json, re, sys
 spec, ids = open(sys.argv[1]).read(), json.load(open(sys.argv[2]))
 for prefix, name in [("fprod_", "product_mutable"), ("fprice_", "price_mutable"), ("fcus_", "customer"),
                      ("fcs_", "session_open"), ("fpi_", "payment_intent"), ("fsub_", "subscription"),
-                     ("fin_", "invoice"), ("fevt_", "event")]:
+                     ("fin_", "invoice"), ("fevt_", "event"), ("fwh_", "webhook_mutable")]:
     spec = re.sub(prefix + r"[0-9A-HJKMNP-TV-Z]{26}\b", ids[name], spec)
 json.loads(spec)
 open(sys.argv[3], "w").write(spec)
@@ -322,12 +331,14 @@ PATH_IDS = {
     "subscription_id": [IDS["subscription"]],
     "invoice_id": [IDS["invoice"]],
     "event_id": [IDS["event"]],
+    "webhook_id": [IDS["webhook_mutable"], IDS["webhook"]],
 }
 QUERY_IDS = {
     "product": [IDS["product"]],
     "customer": [IDS["customer"], IDS["paying_customer"]],
     "payment_intent": [IDS["payment_intent"]],
     "object_id": [IDS["product"], IDS["session_complete"]],
+    "event_id": [IDS["event"]],
 }
 URLS = ["", "https://shop.example/done?session={CHECKOUT_SESSION_ID}", "http://localhost:8000/back"]
 
@@ -341,7 +352,7 @@ def flatmap_path_parameters(context, path_parameters):
     options = []
     for name, ids in PATH_IDS.items():
         if name in path_parameters:
-            ids = ids[:1] if writes and name in ("product_id", "price_id") else ids
+            ids = ids[:1] if writes and name in ("product_id", "price_id", "webhook_id") else ids
             options += [{**path_parameters, name: i} for i in ids]
     return st.sampled_from(options + [path_parameters])
 
@@ -366,6 +377,8 @@ def real_refs(body, path, times="drop"):
     (expires_at, trial_end) are relative to now, so a generated one is nearly always out of range:
     times="drop" removes them, "keep" keeps them, "coverage" removes only the coverage phase's
     filler value 0 (so the boundary values it tests, like -2**63, still get through)."""
+    if path == "/v1/events/{event_id}/retry" and isinstance(body, dict) and isinstance(body.get("webhook_id"), str):
+        return {**body, "webhook_id": IDS["webhook"]}
     if not isinstance(body, dict) or len(body) != 1:
         return body
     key = next(iter(body))
@@ -375,6 +388,13 @@ def real_refs(body, path, times="drop"):
     inner = dict(inner)
     if path == "/v1/prices" and "product" in inner:
         inner["product"] = IDS["product"]
+    if path in ("/v1/webhooks", "/v1/webhooks/{webhook_id}"):
+        # Deliveries go to a local port where nothing listens, never to generated hosts.
+        if "url" in inner:
+            inner["url"] = "http://127.0.0.1:9/fuzz"
+        events = inner.get("events")
+        if isinstance(events, list) and "*" in events and len(events) > 1:
+            inner["events"] = [e for e in events if e != "*"]
     if path == "/v1/checkout/sessions":
         mode = inner.get("mode")
         for field in ("success_url", "cancel_url"):

@@ -253,12 +253,32 @@ start_localstripe() {
     missing "localstripe does not start"
 }
 
+# The official Standard Webhooks library (PyPI), which verifies our webhook deliveries in the tests.
+
+install_standardwebhooks() {
+    if ! command -v python3 >/dev/null 2>&1; then
+        missing "python3 is not installed (needed for the standardwebhooks verifier)"
+        return
+    fi
+    local venv="$scratch/standardwebhooks-venv"
+    if ! python3 -m venv "$venv" >"$scratch/standardwebhooks-install.log" 2>&1 ||
+        ! "$venv/bin/pip" install --quiet --disable-pip-version-check standardwebhooks \
+            >>"$scratch/standardwebhooks-install.log" 2>&1; then
+        cat "$scratch/standardwebhooks-install.log" >&2
+        missing "standardwebhooks could not be installed from PyPI"
+        return
+    fi
+    export STANDARDWEBHOOKS_PYTHON="$venv/bin/python"
+    log "standardwebhooks $("$venv/bin/pip" show standardwebhooks 2>/dev/null | awk '/^Version/ {print $2}') for verifying deliveries"
+}
+
 # ---------------------------------------------------------------------------------------------
 
-unset TEST_POSTGRES_URL WEBDRIVER_URL LOCALSTRIPE_URL
+unset TEST_POSTGRES_URL WEBDRIVER_URL LOCALSTRIPE_URL STANDARDWEBHOOKS_PYTHON
 start_chromedriver
 start_postgres
 start_localstripe
+install_standardwebhooks
 
 log "building the tests"
 cargo test --all-targets --no-run --quiet "$@"

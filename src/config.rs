@@ -36,6 +36,8 @@ pub enum Command {
     Keys(KeysCommand),
     /// Create a sample product, price and checkout session through the running server's API.
     Demo(DemoArgs),
+    /// Print events as they happen and forward them, signed, to a local URL (like `stripe listen`).
+    Listen(ListenArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -161,6 +163,30 @@ pub struct DemoArgs {
     /// A test secret key; by default a new one is created for the first merchant.
     #[arg(long, env = "FLEX_API_KEY")]
     pub api_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Where to POST each event, signed like a webhook delivery (e.g. http://localhost:4242/webhook).
+    /// Without it, events are only printed.
+    #[arg(long)]
+    pub forward_to: Option<String>,
+    /// Base URL of the server's API.
+    #[arg(long, env = "FLEX_API_URL", default_value = "http://localhost:3000")]
+    pub api_url: String,
+    /// A secret API key (`fsk_test_...` or `fsk_...`): events of its merchant and mode are shown.
+    #[arg(long, env = "FLEX_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+    /// Only these event types, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub events: Vec<String>,
+    /// The signing secret (`whsec_...`) to sign forwarded events with; default: a new one, printed
+    /// at start. Pass the same one each time to keep your handler's configuration.
+    #[arg(long, hide_env_values = true)]
+    pub secret: Option<String>,
+    /// How often to ask the API for new events, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub poll_interval_ms: u64,
 }
 
 /// Settings the server runs with, checked.

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod flows;
 pub mod gateway;
+pub mod listen;
 pub mod pages;
 pub mod startup;
 pub mod state;

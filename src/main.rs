@@ -1,4 +1,4 @@
-//! The `flex-checkout` command: serve (the default), migrate, merchants, keys, demo.
+//! The `flex-checkout` command: serve (the default), migrate, merchants, keys, demo, listen.
 
 use clap::Parser;
 use serde_json::{json, Value};
@@ -40,6 +40,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Merchants(cmd)) => merchants(&database_url, cmd).await,
         Some(Command::Keys(cmd)) => keys_command(&database_url, cmd).await,
         Some(Command::Demo(args)) => demo(&database_url, args).await,
+        Some(Command::Listen(args)) => flex_checkout::listen::run(args).await,
     }
 }
 

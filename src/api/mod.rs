@@ -13,6 +13,7 @@ pub mod products;
 pub mod refunds;
 pub mod stripe_webhook;
 pub mod subscriptions;
+pub mod webhooks;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -38,6 +39,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(subscriptions::routes)
             .configure(invoices::routes)
             .configure(events::routes)
+            .configure(webhooks::routes)
             .default_service(web::to(not_found)),
     )
     .configure(stripe_webhook::routes);

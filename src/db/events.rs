@@ -44,20 +44,34 @@ pub async fn insert(conn: &mut Conn, event: NewEvent<'_>, now: Timestamp) -> Res
     Ok(())
 }
 
+/// What a list of events is narrowed to; every bound is inclusive.
+#[derive(Clone, Debug, Default)]
+pub struct Filter<'a> {
+    pub event_type: Option<&'a str>,
+    pub object_id: Option<&'a str>,
+    pub created_gte: Option<Timestamp>,
+    pub created_lte: Option<Timestamp>,
+}
+
 pub async fn list(
     conn: &mut Conn,
     owner: &Owner,
-    event_type: Option<&str>,
-    object_id: Option<&str>,
+    filter: &Filter<'_>,
     cursor: &Cursor,
 ) -> Result<Page<EventRow>, sqlx::Error> {
     let mut sql = Sql::new("SELECT * FROM events WHERE merchant_id = ");
     sql.bind(Arg::Text(owner.merchant_id.to_string())).push(" AND livemode = ").bind(Arg::Int(owner.mode.as_flag()));
-    if let Some(t) = event_type {
+    if let Some(t) = filter.event_type {
         sql.push(" AND event_type = ").bind(Arg::Text(t.to_string()));
     }
-    if let Some(o) = object_id {
+    if let Some(o) = filter.object_id {
         sql.push(" AND object_id = ").bind(Arg::Text(o.to_string()));
+    }
+    if let Some(t) = filter.created_gte {
+        sql.push(" AND created_at >= ").bind(Arg::Int(t.micros()));
+    }
+    if let Some(t) = filter.created_lte {
+        sql.push(" AND created_at <= ").bind(Arg::Int(t.micros()));
     }
     cursor.finish(&mut sql, "id");
     let rows = sql.query_as::<EventRow>().fetch_all(conn).await?;

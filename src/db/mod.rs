@@ -15,6 +15,8 @@ pub mod refunds;
 pub mod settings;
 pub mod stripe_events;
 pub mod subscriptions;
+pub mod webhook_deliveries;
+pub mod webhook_endpoints;
 
 use std::str::FromStr;
 use std::time::Duration;

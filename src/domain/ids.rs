@@ -76,6 +76,9 @@ prefixed_id!(SubscriptionId, "fsub_");
 prefixed_id!(InvoiceId, "fin_");
 prefixed_id!(EventId, "fevt_");
 prefixed_id!(ConsultationId, "fcons_");
+prefixed_id!(WebhookEndpointId, "fwh_");
+prefixed_id!(WebhookDeliveryId, "fwhd_");
+prefixed_id!(WebhookAttemptId, "fwha_");
 prefixed_id!(RefundId, "fre_");
 
 #[cfg(test)]

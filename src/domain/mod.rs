@@ -16,6 +16,8 @@ pub mod refund;
 pub mod subscription;
 pub mod text;
 pub mod timestamp;
+pub mod webhook;
+pub mod webhook_signature;
 
 /// A rejected input: which field (in the request's own nesting, `line_items[0].price`) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! Emitting events into the outbox, inside the caller's transaction.
+//! Emitting events into the outbox, inside the caller's transaction, with their deliveries to the
+//! merchant's webhook endpoints: no event without the change, no delivery without the event.
 
 use serde::Serialize;
 use serde_json::json;
@@ -18,6 +19,11 @@ pub async fn emit<T: Serialize>(
     object: &T,
     now: Timestamp,
 ) -> Result<EventId, sqlx::Error> {
+    // A type missing from the list could never be subscribed to by name.
+    debug_assert!(
+        crate::domain::webhook::EVENT_TYPES.contains(&event_type),
+        "event type {event_type} is not in domain::webhook::EVENT_TYPES"
+    );
     let id = EventId::generate();
     let payload = json!({
         "event_id": id,
@@ -32,5 +38,6 @@ pub async fn emit<T: Serialize>(
         now,
     )
     .await?;
+    db::webhook_deliveries::enqueue_for_event(conn, owner, &id, event_type, None, now).await?;
     Ok(id)
 }

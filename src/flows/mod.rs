@@ -8,6 +8,8 @@ pub mod events;
 pub mod keys;
 pub mod processor_events;
 pub mod refunds;
+pub mod webhook_delivery;
+pub mod webhooks;
 
 use crate::error::ApiError;
 

@@ -9,11 +9,13 @@ use tokio::sync::watch;
 
 use crate::api::idempotency::RETENTION_SECONDS;
 use crate::db;
-use crate::flows::{checkout, refunds};
+use crate::flows::{checkout, refunds, webhook_delivery};
 use crate::state::AppState;
 
 /// How often the workers look for due work.
 pub const TICK: Duration = Duration::from_secs(5);
+/// How often due webhook deliveries are looked for.
+pub const WEBHOOK_TICK: Duration = Duration::from_secs(1);
 
 /// One pass of every worker; returns how many sessions, payments and refunds were settled. Tests
 /// call this directly instead of waiting for the timer.
@@ -31,8 +33,20 @@ pub async fn run_once(state: &AppState) -> usize {
         Ok(n) => handled += n,
         Err(e) => tracing::warn!(error = ?e, "pending refund pass failed"),
     }
+    deliver_webhooks(state).await;
     clean_up(state).await;
     handled
+}
+
+/// One pass of webhook delivery; returns how many tries were made.
+pub async fn deliver_webhooks(state: &AppState) -> usize {
+    match webhook_delivery::deliver_due(state, 200).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = ?e, "webhook delivery pass failed");
+            0
+        }
+    }
 }
 
 /// Forgets what is no longer needed: idempotency records past retention, and rate-limit state of
@@ -49,12 +63,19 @@ async fn clean_up(state: &AppState) {
     }
 }
 
-/// Runs the workers until `stop` turns true; stops between passes, never inside one.
+/// Runs the workers until `stop` turns true; stops between passes, never inside one. Webhooks are
+/// looked for every second (merchants wait for them), everything else every `TICK`.
 pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut last_full = None::<tokio::time::Instant>;
     loop {
-        run_once(&state).await;
+        if last_full.is_none_or(|t| t.elapsed() >= TICK) {
+            run_once(&state).await;
+            last_full = Some(tokio::time::Instant::now());
+        } else {
+            deliver_webhooks(&state).await;
+        }
         tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::time::sleep(WEBHOOK_TICK) => {}
             _ = stop.changed() => {}
         }
         if *stop.borrow() {

@@ -13,3 +13,4 @@ mod prices;
 mod products;
 mod refunds;
 mod server;
+mod webhooks;
