@@ -431,3 +431,70 @@ async fn a_pending_delivery_survives_a_sigkill() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// Live endpoints reach only the public internet: a name that resolves to this machine is refused
+/// before any connection, and the try is recorded as failed with the reason.
+#[tokio::test]
+async fn live_deliveries_to_private_addresses_are_refused() {
+    let app = common::spawn_app_with_live_stripe().await;
+    let r = app
+        .post_as(
+            &app.live_key,
+            "/v1/webhooks",
+            json!({"webhook": {"url": "https://localhost:9/hooks", "events": ["*"]}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = app.post_as(&app.live_key, "/v1/products", json!({"product": {"name": "Live"}})).await;
+    assert_eq!(r.status, 200);
+    app.run_workers().await;
+    let errors: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT error FROM webhook_attempts").fetch_all(&app.state.db.pool).await.unwrap();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].as_deref().unwrap_or("").contains("no public address"), "{errors:?}");
+}
+
+/// A customer pays on the hosted page; every event of it reaches the merchant, each verified by
+/// the standardwebhooks library.
+#[tokio::test]
+async fn a_paid_checkout_is_delivered_and_every_delivery_verifies() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(vec![]);
+    let (_, secret) = register(&app, &receiver.url, json!(["*"])).await;
+    let price = app.one_time_price("Personal training", 4999).await;
+    let s = app.create_session(json!({"mode": "payment", "line_items": [{"price": price}]})).await;
+    let id = s.body["checkout_session"]["checkout_session_id"].as_str().unwrap().to_string();
+    let html = app.client.get(format!("{}/pay/c/{id}", app.address)).send().await.unwrap().text().await.unwrap();
+    let marker = r#"name="csrf" value=""#;
+    let at = html.find(marker).unwrap() + marker.len();
+    let csrf = &html[at..at + 64];
+    let paid = app
+        .client
+        .post(format!("{}/pay/c/{id}", app.address))
+        .header("Origin", &app.address)
+        .form(&[
+            ("csrf", csrf),
+            ("email", "ana@example.com"),
+            ("card_number", "4242 4242 4242 4242"),
+            ("card_expiry", "12 / 34"),
+            ("card_cvc", "123"),
+            ("card_postal_code", "94110"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 303);
+    let before_payment = 2; // product.created and price.created
+    app.run_workers().await;
+    let got = receiver.wait_for(before_payment + 3).await;
+    let types: Vec<String> = got
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["event_type"].as_str().unwrap().to_string())
+        .collect();
+    for t in ["customer.created", "payment_intent.succeeded", "checkout.session.completed"] {
+        assert!(types.iter().any(|x| x == t), "{t} missing from {types:?}");
+    }
+    let cases: Vec<(String, Recorded)> = got.iter().map(|r| (secret.clone(), r.clone())).collect();
+    let Some(verdicts) = standard_webhooks_verify(&cases) else { return };
+    assert!(verdicts.iter().all(|v| v["ok"] == true), "{verdicts:?}");
+}

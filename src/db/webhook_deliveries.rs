@@ -69,6 +69,7 @@ pub async fn enqueue_for_event(
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Claimed {
     pub id: String,
+    pub livemode: i64,
     pub event_id: String,
     pub endpoint_id: String,
     pub attempt_count: i64,
@@ -116,7 +117,7 @@ pub async fn claim(
         return Ok(None);
     }
     sqlx::query_as::<_, Claimed>(
-        "SELECT d.id, d.event_id, d.endpoint_id, d.attempt_count, w.url, w.secret, w.previous_secret,
+        "SELECT d.id, d.livemode, d.event_id, d.endpoint_id, d.attempt_count, w.url, w.secret, w.previous_secret,
                 w.previous_secret_expires_at, e.payload, w.failing_since
          FROM webhook_deliveries d
          JOIN webhook_endpoints w ON w.id = d.endpoint_id

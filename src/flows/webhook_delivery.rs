@@ -32,18 +32,85 @@ pub fn next_attempt_after(tries: i64, now: Timestamp) -> Option<Timestamp> {
     RETRY_SCHEDULE.get(index).map(|wait| now.plus_seconds(*wait))
 }
 
-fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            // A redirect is an answer that is not a 2xx: a failed try, never followed.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("flex-checkout-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("a reqwest client with rustls")
-    })
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        // A redirect is an answer that is not a 2xx: a failed try, never followed.
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("flex-checkout-webhooks/", env!("CARGO_PKG_VERSION")))
+}
+
+/// Test mode may deliver anywhere (a merchant's laptop on localhost); live mode only to public
+/// addresses, so a merchant cannot make this server call into the network it runs in.
+fn client(live: bool) -> &'static reqwest::Client {
+    static TEST: OnceLock<reqwest::Client> = OnceLock::new();
+    static LIVE: OnceLock<reqwest::Client> = OnceLock::new();
+    if live {
+        LIVE.get_or_init(|| {
+            builder().dns_resolver(std::sync::Arc::new(PublicOnly)).build().expect("a reqwest client with rustls")
+        })
+    } else {
+        TEST.get_or_init(|| builder().build().expect("a reqwest client with rustls"))
+    }
+}
+
+/// Whether an address is on the public internet (not loopback, private, link-local, shared,
+/// documentation, multicast or unspecified).
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// Resolves names to their public addresses only.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> = found.into_iter().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!("{} has no public address", name.as_str()).into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// A live URL whose host is an address literal must be public (names are checked when resolved).
+fn refused_destination(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let ip: std::net::IpAddr = match parsed.host()? {
+        url::Host::Ipv4(v4) => v4.into(),
+        url::Host::Ipv6(v6) => v6.into(),
+        url::Host::Domain(_) => return None,
+    };
+    (!is_public(ip)).then(|| format!("refused: {ip} is not a public address"))
 }
 
 /// One pass: takes up to `limit` due deliveries and tries each once. Returns how many were tried.
@@ -124,10 +191,16 @@ async fn send(delivery: &Claimed, now: Timestamp) -> (Option<i64>, Option<String
             secrets.push(previous.as_str());
         }
     }
+    let live = delivery.livemode != 0;
+    if live {
+        if let Some(refusal) = refused_destination(&delivery.url) {
+            return (None, Some(refusal), 0);
+        }
+    }
     let body = delivery.payload.clone();
     let signature = webhook_signature::header(&secrets, &delivery.event_id, timestamp, body.as_bytes());
     let started = Instant::now();
-    let sent = client()
+    let sent = client(live)
         .post(&delivery.url)
         .header("content-type", "application/json")
         .header("webhook-id", &delivery.event_id)
@@ -148,7 +221,17 @@ async fn send(delivery: &Claimed, now: Timestamp) -> (Option<i64>, Option<String
         Err(e) if e.is_timeout() => {
             (None, Some(format!("no answer within {} seconds", TIMEOUT.as_secs())), elapsed(started))
         }
-        Err(e) if e.is_connect() => (None, Some("could not connect".into()), elapsed(started)),
+        Err(e) if e.is_connect() => {
+            // The resolver's refusal sits at the bottom of the error chain.
+            let mut why = String::new();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                why = c.to_string();
+                cause = c.source();
+            }
+            let text = if why.contains("no public address") { why } else { "could not connect".into() };
+            (None, Some(text), elapsed(started))
+        }
         Err(e) => (None, Some(format!("request failed: {e}")), elapsed(started)),
     }
 }
@@ -166,5 +249,30 @@ mod tests {
         assert_eq!(waits.iter().sum::<i64>(), 99_305, "about 28 hours in all");
         assert!(next_attempt_after(8, now).is_none());
         assert!(next_attempt_after(0, now).is_none());
+    }
+
+    #[test]
+    fn live_deliveries_go_to_public_addresses_only() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+        assert!(refused_destination("https://169.254.169.254/latest/meta-data").is_some());
+        assert!(refused_destination("https://[::1]:8443/hook").is_some());
+        assert!(refused_destination("https://hooks.example.com/x").is_none(), "names are checked when resolved");
     }
 }
