@@ -14,6 +14,7 @@ pub mod price;
 pub mod product;
 pub mod refund;
 pub mod subscription;
+pub mod subscription_request;
 pub mod text;
 pub mod timestamp;
 pub mod webhook;
