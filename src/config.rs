@@ -209,7 +209,7 @@ pub struct Settings {
 pub const DEFAULT_STRIPE_JS_URL: &str = "https://js.stripe.com/v3/";
 
 /// An absolute http(s) URL with a host, or a message naming `setting`.
-fn http_url(setting: &str, raw: &str) -> anyhow::Result<url::Url> {
+pub fn http_url(setting: &str, raw: &str) -> anyhow::Result<url::Url> {
     let parsed = url::Url::parse(raw).map_err(|e| anyhow::anyhow!("{setting} `{raw}` is not an absolute URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
         anyhow::bail!("{setting} `{raw}` must be an http or https URL with a host");
@@ -298,11 +298,7 @@ impl Settings {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("http://localhost:{}", args.port),
         };
-        let parsed = url::Url::parse(&public_url)
-            .map_err(|e| anyhow::anyhow!("PUBLIC_URL `{public_url}` is not an absolute URL: {e}"))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-            anyhow::bail!("PUBLIC_URL `{public_url}` must be an http or https URL with a host");
-        }
+        let parsed = http_url("PUBLIC_URL", &public_url)?;
         if parsed.path() != "/" || parsed.query().is_some() {
             anyhow::bail!(
                 "PUBLIC_URL `{public_url}` must not have a path or query (checkout links are /pay/c/<id> under it)"

@@ -17,7 +17,7 @@ use time::macros::format_description;
 use time::OffsetDateTime;
 use ulid::Ulid;
 
-use crate::config::ListenArgs;
+use crate::config::{http_url, ListenArgs};
 use crate::domain::ids::EventId;
 use crate::domain::webhook_signature;
 use crate::flows::keys;
@@ -51,9 +51,9 @@ impl Options {
         if keys::mode_of_secret(args.api_key.trim()).is_none() {
             anyhow::bail!("--api-key (FLEX_API_KEY) must be a secret API key: fsk_test_... or fsk_...");
         }
-        let api_url = http_url("--api-url (FLEX_API_URL)", &args.api_url)?;
+        let api_url = http_url("--api-url (FLEX_API_URL)", args.api_url.trim())?;
         let events_url = url::Url::parse(&format!("{}/v1/events", api_url.as_str().trim_end_matches('/')))?;
-        let forward_to = args.forward_to.as_deref().map(|u| http_url("--forward-to", u)).transpose()?;
+        let forward_to = args.forward_to.as_deref().map(|u| http_url("--forward-to", u.trim())).transpose()?;
         let mut event_types = Vec::new();
         for raw in &args.events {
             let t = raw.trim();
@@ -90,21 +90,10 @@ impl Options {
     }
 }
 
-fn http_url(setting: &str, raw: &str) -> anyhow::Result<url::Url> {
-    let url =
-        url::Url::parse(raw.trim()).map_err(|e| anyhow::anyhow!("{setting} `{raw}` is not an absolute URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        anyhow::bail!("{setting} `{raw}` must be an http or https URL with a host");
-    }
-    Ok(url)
-}
-
 /// Runs until Ctrl-C or SIGTERM (then `Ok`), or until the API refuses the key or answers in a way
 /// waiting will not fix (then the error).
 pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     let options = Options::from_args(args)?;
-    // Several TLS users link both of rustls's providers; without one chosen, an https URL panics.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     tokio::select! {
         result = listen(options) => result,
         () = stop_signal() => Ok(()),

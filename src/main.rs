@@ -13,6 +13,7 @@ use flex_checkout::startup::Application;
 
 fn main() {
     let cli = Cli::parse();
+    flex_checkout::startup::install_tls_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

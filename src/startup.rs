@@ -49,6 +49,7 @@ impl Application {
         db: Db,
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
+        install_tls_provider();
         let page_key = page_key(&db).await?;
         let gateways = gateways(&settings, &db, &clock)?;
         let per_minute = NonZeroU32::new(settings.pay_attempts_per_ip_per_minute).unwrap_or(NonZeroU32::MIN);
@@ -135,4 +136,11 @@ fn gateways(settings: &Settings, db: &Db, clock: &Clock) -> anyhow::Result<Gatew
         StripeGateway::new(config).map_err(|e| anyhow::anyhow!("cannot set up Stripe (STRIPE_SECRET_KEY): {e}"))?,
     );
     Ok(if live { Gateways::new(sandbox, Some(stripe)) } else { Gateways::new(stripe, None) })
+}
+
+/// Chooses rustls's crypto provider for the whole process, once: the Stripe client and the HTTP
+/// clients link more than one, and without a choice the first TLS connection would panic.
+pub fn install_tls_provider() {
+    // A second call (tests start many servers in one process) finds it chosen; that is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -108,15 +108,7 @@
     }
     if (form.dataset.submitted) { e.preventDefault(); return; }
     form.dataset.submitted = "1";
-    if (button) {
-      button.disabled = true;
-      button.setAttribute("aria-busy", "true");
-      var spin = document.createElement("span");
-      spin.className = "spinner";
-      spin.setAttribute("aria-hidden", "true");
-      button.textContent = "Processing…";
-      button.prepend(spin);
-    }
+    busy(true);
   });
 
   window.addEventListener("pageshow", function (ev) {

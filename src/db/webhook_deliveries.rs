@@ -78,7 +78,6 @@ pub struct Claimed {
     pub previous_secret: Option<String>,
     pub previous_secret_expires_at: Option<i64>,
     pub payload: String,
-    pub failing_since: Option<i64>,
 }
 
 /// Due deliveries (oldest first), without taking them.
@@ -118,7 +117,7 @@ pub async fn claim(
     }
     sqlx::query_as::<_, Claimed>(
         "SELECT d.id, d.livemode, d.event_id, d.endpoint_id, d.attempt_count, w.url, w.secret, w.previous_secret,
-                w.previous_secret_expires_at, e.payload, w.failing_since
+                w.previous_secret_expires_at, e.payload
          FROM webhook_deliveries d
          JOIN webhook_endpoints w ON w.id = d.endpoint_id
          JOIN events e ON e.id = d.event_id

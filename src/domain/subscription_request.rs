@@ -577,8 +577,8 @@ pub fn timezone(raw: &str, param: &str) -> Result<String, FieldError> {
     if name.is_empty() || name.len() > 64 {
         return Err(unknown());
     }
-    let zone = jiff::tz::TimeZone::get(name).map_err(|_| unknown())?;
-    Ok(zone.iana_name().unwrap_or(name).to_string())
+    let zone = super::billing_period::Zone::named(name).ok_or_else(unknown)?;
+    Ok(zone.name().to_string())
 }
 
 /// A decimal string; a JSON number is refused (it would be a float), as is anything not a string.

@@ -8,7 +8,6 @@ use crate::db::{self, payments::attempt_status};
 use crate::domain::checkout_session::{self as cs};
 use crate::domain::customer::Contact;
 use crate::domain::ids::{CheckoutSessionId, PaymentAttemptId};
-use crate::domain::payment::DeclineCode;
 use crate::domain::Mode;
 use crate::gateway::{BrowserCards, CardEntry, ChargeOutcome, SetupResult};
 use crate::state::AppState;
@@ -167,7 +166,7 @@ async fn finish_inner(
         return Err(not_found());
     }
     if row.status != attempt_status::SETUP {
-        return answered_already(state, &session_id, &row).await;
+        return answered_already(state, &row).await;
     }
     let Some(setup_ref) = row.setup_ref.as_deref() else {
         // The processor was never reached (the process died right after writing the attempt).
@@ -230,12 +229,12 @@ async fn finish_inner(
                 let mut conn = state.db.conn().await?;
                 db::payments::get_attempt(&mut conn, attempt).await?.ok_or_else(not_found)?
             };
-            return answered_already(state, &session_id, &row).await;
+            return answered_already(state, &row).await;
         }
         tx.commit().await?;
         owned
     };
-    checkout_flow::charge_claimed(state, &owned.session, attempt, &card).await
+    checkout_flow::charge_claimed(state, &owned, attempt, &card).await
 }
 
 fn not_confirmed() -> PayResult {
@@ -260,44 +259,18 @@ async fn abandon(state: &AppState, attempt: &PaymentAttemptId, why: &str) -> Res
 }
 
 /// How an attempt that is past its setup stands, for a door that comes late (a reload, a second
-/// request, a webhook after the page).
-async fn answered_already(
-    state: &AppState,
-    session_id: &CheckoutSessionId,
-    row: &db::payments::AttemptRow,
-) -> Result<PayResult, FlowError> {
+/// request, a webhook after the page): if another door is charging it right now, after its answer.
+async fn answered_already(state: &AppState, row: &db::payments::AttemptRow) -> Result<PayResult, FlowError> {
     let attempt = PaymentAttemptId::from_trusted(row.id.clone());
-    if row.status == attempt_status::PENDING {
-        // Being charged right now by another door: wait for its answer.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let mut conn = state.db.conn().await?;
-            let now_row = db::payments::get_attempt(&mut conn, &attempt).await?;
-            match now_row {
-                Some(r) if r.status != attempt_status::PENDING => {
-                    drop(conn);
-                    return Box::pin(answered_already(state, session_id, &r)).await;
-                }
-                _ if tokio::time::Instant::now() >= deadline => return Ok(PayResult::InProgress),
-                _ => {}
-            }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut status = row.status.clone();
+    while status == attempt_status::PENDING {
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(PayResult::InProgress);
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut conn = state.db.conn().await?;
+        status = db::payments::get_attempt(&mut conn, &attempt).await?.map(|r| r.status).unwrap_or_default();
     }
-    if row.status == attempt_status::REQUIRES_ACTION {
-        return Ok(PayResult::RequiresAction { attempt });
-    }
-    let mut conn = state.db.conn().await?;
-    let session = db::checkout_sessions::get_any(&mut conn, session_id)
-        .await?
-        .ok_or_else(|| FlowError::NotFound { resource: "checkout session", id: session_id.to_string() })?
-        .session;
-    Ok(checkout_flow::settled(&session, state.clock.now()).unwrap_or_else(|| PayResult::Declined {
-        message: row.failure_message.clone().filter(|_| row.status == attempt_status::DECLINED).unwrap_or_else(|| {
-            match row.decline_code.as_deref().and_then(DeclineCode::from_wire) {
-                Some(code) => code.customer_message().to_string(),
-                None => "This payment did not go through. Please try again.".to_string(),
-            }
-        }),
-    }))
+    checkout_flow::answered_now(state, &attempt).await
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::db::{self, checkout_sessions::Completion, Conn};
+use crate::db::{self, checkout_sessions::Completion, payments::attempt_status, Conn};
 use crate::domain::billing_period::{self, PeriodUnit};
 use crate::domain::card::CardInput;
 use crate::domain::checkout_session::{
@@ -18,7 +18,7 @@ use crate::domain::ids::{
 };
 use crate::domain::metadata::Metadata;
 use crate::domain::money::Currency;
-use crate::domain::payment::{BillingDetails, DeclineCode, PaymentIntent, PaymentIntentStatus, PaymentMethod};
+use crate::domain::payment::{BillingDetails, PaymentIntent, PaymentIntentStatus, PaymentMethod};
 use crate::domain::price::{Interval, Price, PriceType, Recurring};
 use crate::domain::product::{Eligibility, Product, VisitType};
 use crate::domain::subscription::{
@@ -197,12 +197,8 @@ pub async fn create(state: &AppState, owner: &Owner, new: NewSession) -> Result<
             t
         }
     };
-    if !super::gateway(state, owner.mode)?.supports(owner.mode) {
-        return Err(FlowError::Unprocessable {
-            code: "live_mode_unavailable",
-            message: "live-mode checkout needs a live Stripe key; configure STRIPE_SECRET_KEY=sk_live_...".into(),
-        });
-    }
+    // A mode without a gateway (live without a live Stripe key) cannot take payments.
+    super::gateway(state, owner.mode)?;
 
     let mut tx = state.db.begin().await?;
     if let Some(customer) = &new.customer {
@@ -550,19 +546,18 @@ async fn pay_inner(state: &AppState, id: &CheckoutSessionId, form: PaymentForm) 
         .await?;
         tx.commit().await?;
     }
-    charge_claimed(state, &owned.session, &attempt, &saved).await
+    charge_claimed(state, &owned, &attempt, &saved).await
 }
 
 /// Charges the saved card for the session `attempt` holds, then records the answer. Shared by the
 /// own-form payment and the browser-confirmed setup.
 pub(crate) async fn charge_claimed(
     state: &AppState,
-    session: &CheckoutSession,
+    owned: &db::checkout_sessions::OwnedSession,
     attempt: &PaymentAttemptId,
     card: &crate::gateway::SavedCard,
 ) -> Result<PayResult, FlowError> {
-    let gateway =
-        super::gateway(state, if session.test_mode { crate::domain::Mode::Test } else { crate::domain::Mode::Live })?;
+    let (session, gateway) = (&owned.session, super::gateway(state, owned.owner.mode)?);
     crate::crash_points::reached("before_charge");
     let outcome = gateway
         .charge(ChargeRequest {
@@ -677,18 +672,9 @@ pub async fn authenticate(
         let Some(row) = row.filter(|a| a.session_id.as_deref() == Some(id2.as_str())) else {
             return Err(FlowError::NotFound { resource: "payment attempt", id: attempt2.to_string() });
         };
-        if row.status != "requires_action" {
+        if row.status != attempt_status::REQUIRES_ACTION {
             // Answered already (a double click, a reload): report how the session stands.
-            let mut conn = state2.db.conn().await?;
-            let session = db::checkout_sessions::get_any(&mut conn, &id2)
-                .await?
-                .ok_or_else(|| FlowError::NotFound { resource: "checkout session", id: id2.to_string() })?
-                .session;
-            return Ok(settled(&session, state2.clock.now()).unwrap_or(PayResult::Declined {
-                message: row
-                    .failure_message
-                    .unwrap_or_else(|| DeclineCode::AuthenticationRequired.customer_message().to_string()),
-            }));
+            return answered(&state2, &row).await;
         }
         resolve_challenge(&state2, &attempt2, answer).await
     });
@@ -726,7 +712,7 @@ async fn record_outcome(
     let owned = db::checkout_sessions::get_any(&mut tx, &session_id)
         .await?
         .ok_or_else(|| FlowError::NotFound { resource: "checkout session", id: session_id.to_string() })?;
-    let open_states = ["pending", "requires_action", "setup"];
+    let open_states = [attempt_status::PENDING, attempt_status::REQUIRES_ACTION, attempt_status::SETUP];
 
     match outcome {
         ChargeOutcome::Declined { code } => {
@@ -742,7 +728,7 @@ async fn record_outcome(
             .await?
             {
                 drop(tx);
-                return Ok((session_id.clone(), already_applied(state, &session_id).await?));
+                return Ok((session_id, answered_now(state, attempt_id).await?));
             }
             // A card refused at the setup step never held the session; the decline still counts.
             if !db::checkout_sessions::release(&mut tx, &session_id, attempt_id, true).await? {
@@ -755,7 +741,7 @@ async fn record_outcome(
             Ok((session_id, PayResult::Declined { message: code.customer_message().to_string() }))
         }
         ChargeOutcome::RequiresAction { gateway_ref } => {
-            if attempt.status == "requires_action" {
+            if attempt.status == attempt_status::REQUIRES_ACTION {
                 // Still waiting on the customer's bank (the dialog was closed unanswered).
                 return Ok((session_id, PayResult::RequiresAction { attempt: attempt_id.clone() }));
             }
@@ -763,7 +749,7 @@ async fn record_outcome(
                 .await?
             {
                 drop(tx);
-                return Ok((session_id.clone(), already_applied(state, &session_id).await?));
+                return Ok((session_id, answered_now(state, attempt_id).await?));
             }
             db::payments::set_attempt_charge_ref(&mut tx, attempt_id, &gateway_ref).await?;
             tx.commit().await?;
@@ -773,8 +759,8 @@ async fn record_outcome(
             if !db::payments::finish_attempt(
                 &mut tx,
                 attempt_id,
-                &["pending", "requires_action"],
-                "succeeded",
+                &[attempt_status::PENDING, attempt_status::REQUIRES_ACTION],
+                attempt_status::SUCCEEDED,
                 None,
                 None,
                 now,
@@ -782,7 +768,7 @@ async fn record_outcome(
             .await?
             {
                 drop(tx);
-                return Ok((session_id.clone(), already_applied(state, &session_id).await?));
+                return Ok((session_id, answered_now(state, attempt_id).await?));
             }
             db::payments::set_attempt_charge_ref(&mut tx, attempt_id, &gateway_ref).await?;
             let session = complete_session(&mut tx, state, &owned, &attempt, &gateway_ref, now).await?;
@@ -792,14 +778,35 @@ async fn record_outcome(
     }
 }
 
-async fn already_applied(state: &AppState, id: &CheckoutSessionId) -> Result<PayResult, FlowError> {
+/// How a session stands for a door that comes after its attempt was answered through another one (a
+/// double click, a reload, a late webhook, a second process).
+pub(crate) async fn answered_now(state: &AppState, attempt: &PaymentAttemptId) -> Result<PayResult, FlowError> {
+    let row = {
+        let mut conn = state.db.conn().await?;
+        db::payments::get_attempt(&mut conn, attempt)
+            .await?
+            .ok_or_else(|| FlowError::NotFound { resource: "payment attempt", id: attempt.to_string() })?
+    };
+    answered(state, &row).await
+}
+
+async fn answered(state: &AppState, row: &db::payments::AttemptRow) -> Result<PayResult, FlowError> {
+    if row.status == attempt_status::REQUIRES_ACTION {
+        return Ok(PayResult::RequiresAction { attempt: PaymentAttemptId::from_trusted(row.id.clone()) });
+    }
+    let session_id = CheckoutSessionId::from_trusted(row.session_id.clone().unwrap_or_default());
     let mut conn = state.db.conn().await?;
-    let session = db::checkout_sessions::get_any(&mut conn, id)
+    let session = db::checkout_sessions::get_any(&mut conn, &session_id)
         .await?
-        .ok_or_else(|| FlowError::NotFound { resource: "checkout session", id: id.to_string() })?
+        .ok_or_else(|| FlowError::NotFound { resource: "checkout session", id: session_id.to_string() })?
         .session;
-    Ok(settled(&session, state.clock.now())
-        .unwrap_or(PayResult::Declined { message: "This payment did not go through. Please try again.".into() }))
+    Ok(settled(&session, state.clock.now()).unwrap_or_else(|| PayResult::Declined {
+        // A decline's message is written for the customer; other endings keep a reason for operators.
+        message: match (row.status.as_str(), &row.failure_message) {
+            (attempt_status::DECLINED, Some(message)) => message.clone(),
+            _ => "This payment did not go through. Please try again.".into(),
+        },
+    }))
 }
 
 async fn complete_session(
@@ -1181,11 +1188,11 @@ async fn reconcile_one(
         tracing::warn!(attempt = %attempt, gateway = %row.gateway, "attempt of a gateway this server no longer runs");
         return Ok(false);
     }
-    let challenge_expired = row.updated_at < now.plus_seconds(-CHALLENGE_TIMEOUT_SECONDS).micros();
-    if row.status == db::payments::attempt_status::SETUP {
-        // A setup is touched each time it is found unconfirmed, so its age counts from its start.
-        let given_up = row.created_at < now.plus_seconds(-CHALLENGE_TIMEOUT_SECONDS).micros();
-        return super::card_setup::reconcile_setup(state, attempt, given_up).await;
+    // Attempts still waiting on the customer are touched each time they are looked at (so they are
+    // asked about once per stale period, not on every pass): their age counts from their start.
+    let waited_out = row.created_at < now.plus_seconds(-CHALLENGE_TIMEOUT_SECONDS).micros();
+    if row.status == attempt_status::SETUP {
+        return super::card_setup::reconcile_setup(state, attempt, waited_out).await;
     }
     let recorded = gateway
         .lookup(ChargeLookup {
@@ -1195,18 +1202,22 @@ async fn reconcile_one(
         })
         .await?;
     match recorded {
-        Some(ChargeOutcome::RequiresAction { .. }) if challenge_expired => {
+        Some(ChargeOutcome::RequiresAction { .. }) if waited_out => {
             // Nobody answered the challenge in time: cancel it at the gateway.
             resolve_challenge(state, attempt, ChallengeAnswer::Abandoned).await?;
             Ok(true)
         }
-        // The customer may still answer.
-        Some(ChargeOutcome::RequiresAction { .. }) => Ok(false),
+        Some(ChargeOutcome::RequiresAction { .. }) => {
+            // The customer may still answer.
+            let mut conn = state.db.conn().await?;
+            db::payments::touch_attempt(&mut conn, attempt, now).await?;
+            Ok(false)
+        }
         Some(outcome) => {
             apply_payment_outcome(state, attempt, outcome).await?;
             Ok(true)
         }
-        None if row.status == db::payments::attempt_status::PENDING => {
+        None if row.status == attempt_status::PENDING => {
             // The gateway never saw it: nothing was charged; let the session go.
             let mut tx = state.db.begin().await?;
             if db::payments::finish_attempt(

@@ -33,11 +33,13 @@ pub async fn receive(state: &AppState, event: &EventHeader, update: ProcessorUpd
 
 /// Applies one update; anything not about one of our open checkout attempts is ignored.
 pub async fn apply(state: &AppState, update: ProcessorUpdate) -> Result<(), FlowError> {
-    let attempt_ref = match &update {
-        ProcessorUpdate::Charge { attempt, .. } | ProcessorUpdate::Setup { attempt } => attempt,
+    // A charge outcome, or `None` for a setup that moved on.
+    let (attempt_ref, charge) = match update {
+        ProcessorUpdate::Charge { attempt, outcome } => (attempt, Some(outcome)),
+        ProcessorUpdate::Setup { attempt } => (attempt, None),
         ProcessorUpdate::Ignored => return Ok(()),
     };
-    let Some(attempt) = PaymentAttemptId::parse(attempt_ref) else { return Ok(()) };
+    let Some(attempt) = PaymentAttemptId::parse(&attempt_ref) else { return Ok(()) };
     let row = {
         let mut conn = state.db.conn().await?;
         db::payments::get_attempt(&mut conn, &attempt).await?
@@ -51,15 +53,10 @@ pub async fn apply(state: &AppState, update: ProcessorUpdate) -> Result<(), Flow
     if gateway_now != Some(row.gateway.as_str()) {
         return Ok(());
     }
-    match update {
-        ProcessorUpdate::Charge { outcome, .. } => {
-            // A setup not yet turned into a charge cannot have a charge outcome of ours.
-            if row.status == db::payments::attempt_status::SETUP {
-                return Ok(());
-            }
-            checkout::apply_payment_outcome(state, &attempt, outcome).await.map(|_| ())
-        }
-        ProcessorUpdate::Setup { .. } => card_setup::setup_updated(state, &attempt).await,
-        ProcessorUpdate::Ignored => Ok(()),
+    match charge {
+        // A setup not yet turned into a charge cannot have a charge outcome of ours.
+        Some(_) if row.status == db::payments::attempt_status::SETUP => Ok(()),
+        Some(outcome) => checkout::apply_payment_outcome(state, &attempt, outcome).await.map(|_| ()),
+        None => card_setup::setup_updated(state, &attempt).await,
     }
 }

@@ -181,9 +181,6 @@ pub trait PaymentGateway: Send + Sync {
     /// `sandbox` or `stripe`, stored beside every attempt and payment method.
     fn name(&self) -> &'static str;
 
-    /// Whether this gateway can take payments in `mode` (the sandbox takes test mode only).
-    fn supports(&self, mode: Mode) -> bool;
-
     /// Where the customer types the card.
     fn card_entry(&self) -> CardEntry<'_>;
 

@@ -11,7 +11,6 @@ use crate::db::payments::{self, SandboxCharge, SandboxRefund};
 use crate::db::Db;
 use crate::domain::card::{self, CardInput, TestBehavior};
 use crate::domain::payment::{CardDetails, DeclineCode};
-use crate::domain::Mode;
 
 pub struct SandboxGateway {
     db: Db,
@@ -98,10 +97,6 @@ impl FormCards for SandboxGateway {
 impl PaymentGateway for SandboxGateway {
     fn name(&self) -> &'static str {
         "sandbox"
-    }
-
-    fn supports(&self, mode: Mode) -> bool {
-        mode.is_test()
     }
 
     fn card_entry(&self) -> CardEntry<'_> {

@@ -25,7 +25,6 @@ use super::{
     GatewayError, PaymentGateway, PendingCharge, RefundOutcome, RefundRequest, SavedCard, SetupResult, SetupStarted,
 };
 use crate::domain::payment::{CardDetails, DeclineCode};
-use crate::domain::Mode;
 
 /// Keys and endpoints, checked at start-up.
 #[derive(Clone, Debug)]
@@ -182,8 +181,6 @@ fn classify(e: StripeError) -> Result<DeclineCode, GatewayError> {
 
 impl StripeApi {
     pub fn new(config: StripeConfig) -> Result<StripeApi, GatewayError> {
-        // Another part of the process may have chosen already; either choice is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = ClientBuilder::new(config.secret_key.clone())
             .request_strategy(RequestStrategy::Once)
             .timeout(Duration::from_secs(20));
@@ -225,7 +222,7 @@ impl StripeApi {
             .map_err(unknown)
     }
 
-    pub async fn setup_state(&self, setup_intent: &str) -> Result<(WireSetupIntent, SetupState), GatewayError> {
+    pub async fn setup_state(&self, setup_intent: &str) -> Result<SetupState, GatewayError> {
         let si = RetrieveSetupIntent::new(setup_intent)
             .build()
             .customize::<WireSetupIntent>()
@@ -245,7 +242,7 @@ impl StripeApi {
                 None => SetupState::Incomplete,
             },
         };
-        Ok((si, state))
+        Ok(state)
     }
 
     /// Brand, last four and expiry of a saved card: all we keep of it.
@@ -413,10 +410,6 @@ impl StripeGateway {
         };
         Ok(StripeGateway { api: StripeApi::new(config)?, script })
     }
-
-    pub fn api(&self) -> &StripeApi {
-        &self.api
-    }
 }
 
 impl BrowserCards for StripeGateway {
@@ -446,8 +439,7 @@ impl BrowserCards for StripeGateway {
 
     fn finish_setup<'a>(&'a self, setup_ref: &'a str) -> BoxFuture<'a, Result<SetupResult, GatewayError>> {
         Box::pin(async move {
-            let (_, state) = self.api.setup_state(setup_ref).await?;
-            Ok(match state {
+            Ok(match self.api.setup_state(setup_ref).await? {
                 SetupState::Succeeded { customer, payment_method } => {
                     let details = self.api.card_details(&payment_method).await?;
                     SetupResult::Saved(SavedCard {
@@ -476,12 +468,6 @@ impl BrowserCards for StripeGateway {
 impl PaymentGateway for StripeGateway {
     fn name(&self) -> &'static str {
         "stripe"
-    }
-
-    /// A live secret key takes live payments only, a test key test payments only: Stripe keeps the
-    /// two apart and so do we.
-    fn supports(&self, mode: Mode) -> bool {
-        mode.is_test() != self.api.config.is_live()
     }
 
     fn card_entry(&self) -> CardEntry<'_> {

@@ -32,12 +32,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// The processor's card fields, when the processor's script collects the card.
-struct ProcessorView {
-    script_url: String,
-    publishable_key: String,
-}
-
 fn browser_script(state: &AppState, mode: Mode) -> Option<&BrowserScript> {
     match state.gateways.for_mode(mode)?.card_entry() {
         CardEntry::Browser(cards) => Some(cards.script()),
@@ -113,7 +107,7 @@ struct CheckoutPage {
     csrf: String,
     cancel_url: String,
     pending_action: Option<String>,
-    processor: Option<ProcessorView>,
+    processor: Option<BrowserScript>,
 }
 
 impl CheckoutPage {
@@ -229,8 +223,7 @@ fn build_page(
             .pending_action
             .as_ref()
             .map(|a| format!("/pay/c/{}/authenticate/{a}", s.checkout_session_id)),
-        processor: browser_script(state, data.owner.mode)
-            .map(|p| ProcessorView { script_url: p.script_url.clone(), publishable_key: p.publishable_key.clone() }),
+        processor: browser_script(state, data.owner.mode).cloned(),
     }
 }
 
@@ -312,6 +305,30 @@ fn expired(session: &CheckoutSession) -> HttpResponse {
 
 fn locked() -> HttpResponse {
     render_message(StatusCode::FORBIDDEN, "Too many attempts", "Too many attempts. Please contact the merchant.", None)
+}
+
+/// A form posted about a session: read within the size limit, sent from our own pages, about a
+/// session that exists. Its CSRF token is checked apart (`require_csrf`): the payment form answers
+/// a settled session before looking at it.
+async fn posted(
+    state: &AppState,
+    req: &HttpRequest,
+    raw_id: &str,
+    payload: web::Payload,
+) -> Result<(PageData, Form), PageError> {
+    let body = super::read_form(payload, MAX_FORM_BYTES).await?;
+    if !origin_ok(req, &state.settings.public_origin()) {
+        return Err(PageError::Forbidden("This form was sent from another site."));
+    }
+    Ok((load(state, raw_id).await?, Form::parse(&body)))
+}
+
+fn require_csrf(state: &AppState, data: &PageData, form: &Form) -> Result<(), PageError> {
+    if csrf_ok(&state.page_key, data.session.checkout_session_id.as_str(), form.get("csrf")) {
+        Ok(())
+    } else {
+        Err(PageError::Forbidden("This form has expired. Please reload the page and try again."))
+    }
 }
 
 async fn load(state: &AppState, raw_id: &str) -> Result<PageData, PageError> {
@@ -502,11 +519,7 @@ async fn submit(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    let body = super::read_form(payload, MAX_FORM_BYTES).await?;
-    if !origin_ok(&req, &state.settings.public_origin()) {
-        return Err(PageError::Forbidden("This form was sent from another site."));
-    }
-    let data = load(&state, &path).await?;
+    let (data, form) = posted(&state, &req, &path, payload).await?;
     // A session that takes no payment answers the same to anyone; nothing changes. A second tab
     // that pays a session already paid goes where the first one went.
     if data.session.status == SessionStatus::Complete {
@@ -520,10 +533,7 @@ async fn submit(
     if let Some(page) = settled_page(&data.session) {
         return Ok(page);
     }
-    let form = Form::parse(&body);
-    if !csrf_ok(&state.page_key, data.session.checkout_session_id.as_str(), form.get("csrf")) {
-        return Err(PageError::Forbidden("This form has expired. Please reload the page and try again."));
-    }
+    require_csrf(&state, &data, &form)?;
     let entered = entered_from(&form);
     let now = state.clock.now().to_datetime();
     let today = (now.year(), u32::from(u8::from(now.month())));
@@ -609,7 +619,7 @@ struct ChallengePage {
     csrf: String,
     action: String,
     /// With the processor's script: its own challenge, run with this charge's secret.
-    processor: Option<ProcessorView>,
+    processor: Option<BrowserScript>,
     client_secret: String,
 }
 
@@ -644,8 +654,7 @@ async fn show_challenge(
         _ => String::new(),
     };
     let page = ChallengePage {
-        processor: script
-            .map(|p| ProcessorView { script_url: p.script_url.clone(), publishable_key: p.publishable_key.clone() }),
+        processor: script.cloned(),
         client_secret,
         asset_version: super::asset_version(),
         merchant_name: data.merchant_name.clone(),
@@ -668,17 +677,10 @@ async fn answer_challenge(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    let body = super::read_form(payload, MAX_FORM_BYTES).await?;
-    if !origin_ok(&req, &state.settings.public_origin()) {
-        return Err(PageError::Forbidden("This form was sent from another site."));
-    }
     let (raw_id, raw_attempt) = path.into_inner();
-    let data = load(&state, &raw_id).await?;
+    let (data, form) = posted(&state, &req, &raw_id, payload).await?;
     let attempt = parse_attempt(&raw_attempt)?;
-    let form = Form::parse(&body);
-    if !csrf_ok(&state.page_key, data.session.checkout_session_id.as_str(), form.get("csrf")) {
-        return Err(PageError::Forbidden("This form has expired. Please reload the page and try again."));
-    }
+    require_csrf(&state, &data, &form)?;
     let answer = match (form.get("answer"), browser_script(&state, data.owner.mode)) {
         // The processor's own dialog ran in the browser: the processor knows the answer.
         (_, Some(_)) => ChallengeAnswer::AtGateway,
@@ -774,16 +776,9 @@ async fn start_setup_inner(
     raw_id: &str,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    let body = super::read_form(payload, MAX_FORM_BYTES).await?;
-    if !origin_ok(req, &state.settings.public_origin()) {
-        return Err(PageError::Forbidden("This form was sent from another site."));
-    }
-    let data = load(state, raw_id).await?;
+    let (data, form) = posted(state, req, raw_id, payload).await?;
+    require_csrf(state, &data, &form)?;
     let id = data.session.checkout_session_id.clone();
-    let form = Form::parse(&body);
-    if !csrf_ok(&state.page_key, id.as_str(), form.get("csrf")) {
-        return Err(PageError::Forbidden("This form has expired. Please reload the page and try again."));
-    }
     if data.session.status != SessionStatus::Open || data.session.is_locked() {
         return Ok(script_reply(StatusCode::OK, serde_json::json!({ "redirect": format!("/pay/c/{id}") })));
     }
@@ -824,15 +819,8 @@ async fn confirm_setup(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    let body = super::read_form(payload, MAX_FORM_BYTES).await?;
-    if !origin_ok(&req, &state.settings.public_origin()) {
-        return Err(PageError::Forbidden("This form was sent from another site."));
-    }
-    let data = load(&state, &path).await?;
-    let form = Form::parse(&body);
-    if !csrf_ok(&state.page_key, data.session.checkout_session_id.as_str(), form.get("csrf")) {
-        return Err(PageError::Forbidden("This form has expired. Please reload the page and try again."));
-    }
+    let (data, form) = posted(&state, &req, &path, payload).await?;
+    require_csrf(&state, &data, &form)?;
     let attempt = parse_attempt(form.get("attempt"))?;
     let result = card_setup::finish(&state, &data.session.checkout_session_id, &attempt).await.map_err(flow_error)?;
     let entered = entered_of_attempt(&state, &attempt, &data).await?;
