@@ -67,6 +67,17 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", "not_found", message)
     }
 
+    /// 404 for a route that exists only in test mode, asked with a live key: live mode has no such
+    /// objects at all, so saying why leaks nothing.
+    pub fn test_mode_only(path: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "test_mode_only",
+            format!("{path} exists only in test mode: use a test key (fsk_test_...)"),
+        )
+    }
+
     pub fn route_not_found(path: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -96,6 +107,14 @@ impl ApiError {
     /// 422: well-formed but impossible now (inactive price, wrong mode, session already complete).
     pub fn unprocessable(code: &str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", code, message)
+    }
+
+    /// 402: the card was declined; `decline_code` says why.
+    pub fn card_declined(code: crate::domain::payment::DeclineCode) -> ApiError {
+        let mut e =
+            ApiError::new(StatusCode::PAYMENT_REQUIRED, "card_error", code.error_code(), code.customer_message());
+        e.decline_code = Some(code.as_str().to_string());
+        e
     }
 
     pub fn payload_too_large(limit: usize) -> ApiError {

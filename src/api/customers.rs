@@ -9,9 +9,9 @@ use super::auth::Auth;
 use super::{idempotency, json_response, list_body, nullable, parse_body, read_body, wrap, Query, LIST_PARAMS};
 use crate::db;
 use crate::domain::customer::{self, Address, Customer};
-use crate::domain::ids::CustomerId;
+use crate::domain::ids::{CustomerId, TestClockId};
 use crate::domain::metadata::Metadata;
-use crate::domain::{text, FieldError};
+use crate::domain::{text, FieldError, Mode};
 use crate::error::ApiError;
 use crate::flows::catalog;
 use crate::state::AppState;
@@ -78,6 +78,9 @@ struct CustomerInput {
     #[serde(default, deserialize_with = "nullable")]
     shipping: Option<Option<AddressInput>>,
     metadata: Option<Value>,
+    /// Set once, at creation; `apply` leaves it to the caller.
+    #[serde(default, deserialize_with = "nullable")]
+    test_clock: Option<Option<String>>,
 }
 
 impl CustomerInput {
@@ -125,6 +128,21 @@ impl CustomerInput {
     }
 }
 
+const TEST_CLOCK_PARAM: &str = "customer.test_clock";
+
+/// The clock a new customer lives on: an id in test mode (whether it exists is checked with the
+/// write), nothing in live mode.
+fn test_clock(raw: &str, mode: Mode) -> Result<TestClockId, FieldError> {
+    if mode.is_live() {
+        return Err(FieldError::new(
+            TEST_CLOCK_PARAM,
+            "test clocks exist only in test mode: leave customer.test_clock out with a live key",
+        ));
+    }
+    TestClockId::parse(raw.trim())
+        .ok_or_else(|| FieldError::new(TEST_CLOCK_PARAM, format!("No such test clock: '{raw}'")))
+}
+
 fn parse_id(raw: &str) -> Result<CustomerId, ApiError> {
     CustomerId::parse(raw).ok_or_else(|| ApiError::not_found("customer", raw))
 }
@@ -137,7 +155,8 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload).await?;
     idempotency::run(&state, &auth, &req, &body, || async {
-        let input: CustomerInput = parse_body(&body, "customer", false)?;
+        let mut input: CustomerInput = parse_body(&body, "customer", false)?;
+        let clock = input.test_clock.take().flatten().map(|raw| test_clock(&raw, auth.mode())).transpose()?;
         let now = state.clock.now();
         let mut customer = Customer {
             customer_id: CustomerId::generate(),
@@ -150,7 +169,7 @@ async fn create(
             metadata: None,
             created_at: now,
             test_mode: auth.mode().is_test(),
-            test_clock: None,
+            test_clock: clock.map(TestClockId::into_string),
         };
         input.apply(&mut customer)?;
         catalog::create_customer(&state.db, &auth.owner, &customer, now).await?;
@@ -168,11 +187,18 @@ async fn retrieve(state: web::Data<AppState>, auth: Auth, path: web::Path<String
 }
 
 async fn list(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let query = Query::parse(&req, &[&LIST_PARAMS[..], &["email", "external_id"]].concat())?;
+    let query = Query::parse(&req, &[&LIST_PARAMS[..], &["email", "external_id", "test_clock"]].concat())?;
     let cursor = query.cursor(CustomerId::PREFIX)?;
     let filter = db::customers::CustomerFilter {
         email: query.get("email").map(str::to_string),
         external_id: query.get("external_id").map(str::to_string),
+        test_clock: query
+            .get("test_clock")
+            .map(|c| {
+                TestClockId::parse(c)
+                    .ok_or_else(|| ApiError::invalid("test_clock", "test_clock must be a test clock id (fclock_...)"))
+            })
+            .transpose()?,
     };
     let mut conn = state.db.conn().await?;
     let page = db::customers::list(&mut conn, &auth.owner, &filter, &cursor).await?;
@@ -189,13 +215,24 @@ async fn update(
     let body = read_body(payload).await?;
     let id = parse_id(&path)?;
     idempotency::run(&state, &auth, &req, &body, || async {
-        let input: CustomerInput = parse_body(&body, "customer", false)?;
+        let mut input: CustomerInput = parse_body(&body, "customer", false)?;
+        let clock = input.test_clock.take();
         let now = state.clock.now();
         let mut conn = state.db.conn().await?;
         let mut customer = db::customers::get(&mut conn, &auth.owner, &id)
             .await?
             .ok_or_else(|| ApiError::not_found("customer", &path))?;
         drop(conn);
+        // Sending the clock it already has is harmless (a client echoing the object back).
+        if let Some(given) = clock {
+            let given = given.map(|g| TestClockId::parse(g.trim()).map_or(g, TestClockId::into_string));
+            if given != customer.test_clock {
+                return Err(ApiError::invalid(
+                    TEST_CLOCK_PARAM,
+                    "a customer stays on the test clock it was created on: customer.test_clock cannot be changed",
+                ));
+            }
+        }
         input.apply(&mut customer)?;
         catalog::update_customer(&state.db, &auth.owner, &customer, now).await?;
         Ok((StatusCode::OK, wrap("customer", &customer)))

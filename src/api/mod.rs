@@ -13,6 +13,7 @@ pub mod products;
 pub mod refunds;
 pub mod stripe_webhook;
 pub mod subscriptions;
+pub mod test_clocks;
 pub mod webhooks;
 
 use actix_web::http::StatusCode;
@@ -40,6 +41,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(invoices::routes)
             .configure(events::routes)
             .configure(webhooks::routes)
+            .configure(test_clocks::routes)
             .default_service(web::to(not_found)),
     )
     .configure(stripe_webhook::routes);

@@ -2,7 +2,7 @@
 
 use super::{Arg, Conn, Cursor, Page, Sql};
 use crate::domain::customer::{Address, Customer};
-use crate::domain::ids::CustomerId;
+use crate::domain::ids::{CustomerId, TestClockId};
 use crate::domain::metadata::Metadata;
 use crate::domain::timestamp::Timestamp;
 use crate::domain::{Mode, Owner};
@@ -107,6 +107,7 @@ pub async fn get(conn: &mut Conn, owner: &Owner, id: &CustomerId) -> Result<Opti
 pub struct CustomerFilter {
     pub email: Option<String>,
     pub external_id: Option<String>,
+    pub test_clock: Option<TestClockId>,
 }
 
 pub async fn list(
@@ -122,6 +123,9 @@ pub async fn list(
     }
     if let Some(external_id) = &filter.external_id {
         sql.push(" AND external_id = ").bind(Arg::Text(external_id.clone()));
+    }
+    if let Some(clock) = &filter.test_clock {
+        sql.push(" AND test_clock = ").bind(Arg::Text(clock.to_string()));
     }
     cursor.finish(&mut sql, "id");
     let rows = sql.query_as::<CustomerRow>().fetch_all(conn).await?;

@@ -15,6 +15,7 @@ pub mod refunds;
 pub mod settings;
 pub mod stripe_events;
 pub mod subscriptions;
+pub mod test_clocks;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 

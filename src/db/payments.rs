@@ -608,3 +608,89 @@ pub async fn sandbox_refund(
     .await?;
     Ok(SandboxRefund::Recorded)
 }
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+struct SavedCardRow {
+    gateway: String,
+    gateway_ref: String,
+    gateway_customer: Option<String>,
+    brand: String,
+    last4: String,
+    exp_month: i64,
+    exp_year: i64,
+    funding: String,
+    country: Option<String>,
+}
+
+/// A saved card as the gateway that saved it can charge it, with that gateway's name.
+pub async fn saved_card(
+    conn: &mut Conn,
+    id: &PaymentMethodId,
+) -> Result<Option<(String, crate::gateway::SavedCard)>, sqlx::Error> {
+    let row = sqlx::query_as::<_, SavedCardRow>(
+        "SELECT gateway, gateway_ref, gateway_customer, brand, last4, exp_month, exp_year, funding, country
+         FROM payment_methods WHERE id = $1",
+    )
+    .bind(id.as_str())
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| {
+        (
+            r.gateway,
+            crate::gateway::SavedCard {
+                gateway_ref: r.gateway_ref,
+                gateway_customer: r.gateway_customer,
+                details: CardDetails {
+                    brand: r.brand,
+                    last4: r.last4,
+                    exp_month: r.exp_month.clamp(0, 12) as u32,
+                    exp_year: r.exp_year.clamp(0, 9999) as i32,
+                    funding: r.funding,
+                    country: r.country,
+                },
+            },
+        )
+    }))
+}
+
+/// The customer's newest card saved for charges without them present.
+pub async fn default_card_of(
+    conn: &mut Conn,
+    owner: &Owner,
+    customer: &CustomerId,
+) -> Result<Option<PaymentMethodId>, sqlx::Error> {
+    let id = sqlx::query_scalar::<_, String>(
+        "SELECT id FROM payment_methods WHERE customer_id = $1 AND merchant_id = $2 AND livemode = $3
+            AND off_session = 1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(customer.as_str())
+    .bind(owner.merchant_id.as_str())
+    .bind(owner.mode.as_flag())
+    .fetch_optional(conn)
+    .await?;
+    Ok(id.map(PaymentMethodId::from_trusted))
+}
+
+/// Records the latest attempt on an invoice's payment intent.
+pub async fn update_payment_intent(
+    conn: &mut Conn,
+    pi: &PaymentIntent,
+    gateway_ref: Option<&str>,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE payment_intents SET status = $1, amount_received = $2, last_payment_error = $3,
+            gateway_ref = COALESCE($4, gateway_ref), payment_method_id = $5, updated_at = $6
+         WHERE id = $7",
+    )
+    .bind(pi.status.as_str())
+    .bind(pi.amount_received)
+    .bind(pi.last_payment_error.as_ref().and_then(|e| serde_json::to_string(e).ok()))
+    .bind(gateway_ref)
+    .bind(pi.payment_method.as_ref().map(|p| p.as_str()))
+    .bind(now.micros())
+    .bind(pi.payment_intent_id.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -80,6 +80,7 @@ prefixed_id!(WebhookEndpointId, "fwh_");
 prefixed_id!(WebhookDeliveryId, "fwhd_");
 prefixed_id!(WebhookAttemptId, "fwha_");
 prefixed_id!(RefundId, "fre_");
+prefixed_id!(TestClockId, "fclock_");
 
 #[cfg(test)]
 mod tests {

@@ -3,9 +3,12 @@
 use serde::Serialize;
 
 use super::billing_period::PeriodUnit;
-use super::ids::{CustomerId, InvoiceId, PaymentMethodId, PriceId, SubscriptionId};
+use super::ids::{CustomerId, InvoiceId, PaymentMethodId, PriceId, SubscriptionId, TestClockId};
 use super::metadata::Metadata;
 use super::money::Currency;
+use super::subscription_request::{
+    CommitmentDuration, Decimal, InvoiceBilling, PaymentBehavior, PaymentTerms, ProrationBehavior,
+};
 use super::timestamp::Timestamp;
 use super::wire_enum;
 
@@ -35,12 +38,71 @@ wire_enum!(CollectionMethod {
     SendInvoice => "SEND_INVOICE",
 });
 
+wire_enum!(
+    /// `plan`: the plan's price, billed every period; `recurring`: an extra recurring item, billed
+    /// with it; `one_time`: an extra item billed once, on the first invoice.
+    ItemKind {
+        Plan => "plan",
+        Recurring => "recurring",
+        OneTime => "one_time",
+    }
+);
+
 #[derive(Clone, Debug, Serialize)]
 pub struct SubscriptionItem {
     pub price_id: PriceId,
     pub quantity: i64,
     pub unit_amount: i64,
     pub description: String,
+    pub kind: ItemKind,
+}
+
+/// A price override of one phase: quantity and/or unit amount (minor units) for a price.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PhaseOverride {
+    pub price_id: PriceId,
+    pub quantity: Option<i64>,
+    #[serde(skip)]
+    pub unit_amount: Option<i64>,
+    /// As the merchant wrote it (major units), for the response.
+    pub amount: Option<Decimal>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SubscriptionPhase {
+    pub start_date: Timestamp,
+    pub end_date: Option<Timestamp>,
+    pub override_line_items: Vec<PhaseOverride>,
+}
+
+impl SubscriptionPhase {
+    pub fn contains(&self, at: Timestamp) -> bool {
+        self.start_date <= at && self.end_date.is_none_or(|e| at < e)
+    }
+}
+
+/// A minimum spend per window; `amount` in major units as written, exact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Commitment {
+    pub commitment_amount: Decimal,
+    /// `None`: each billing period is its own window.
+    pub commitment_duration: Option<CommitmentDuration>,
+    pub overage_factor: Decimal,
+    pub enable_true_up: bool,
+}
+
+/// Where the billing engine stands with a subscription; not part of the API object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineState {
+    /// Whether the current period's in-advance invoice exists.
+    pub cycle_invoiced: bool,
+    /// The period end an `invoice.upcoming` went out for.
+    pub upcoming_sent_for: Option<Timestamp>,
+    pub trial_will_end_sent: bool,
+    /// When the engine must look at the subscription again; `None`: never (ended, draft, ...).
+    pub next_action_at: Option<Timestamp>,
+    /// Bumped by every change the engine or the API makes; changes are conditional on it.
+    pub version: i64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -69,11 +131,32 @@ pub struct Subscription {
     pub default_payment_method: Option<PaymentMethodId>,
     pub latest_invoice: Option<InvoiceId>,
     pub lookup_key: Option<String>,
+    pub payment_behavior: PaymentBehavior,
+    pub proration_behavior: ProrationBehavior,
+    #[serde(flatten)]
+    pub commitment: Option<Commitment>,
+    pub parent_subscription_id: Option<SubscriptionId>,
+    pub invoice_billing: InvoiceBilling,
+    pub payment_terms: Option<PaymentTerms>,
+    pub phases: Vec<SubscriptionPhase>,
+    pub test_clock: Option<TestClockId>,
     pub items: Vec<SubscriptionItem>,
     pub metadata: Option<Metadata>,
     pub test_mode: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    #[serde(skip)]
+    pub engine: EngineState,
+}
+
+impl Subscription {
+    /// Whether the engine still bills it.
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self.subscription_status,
+            SubscriptionStatus::Trialing | SubscriptionStatus::Active | SubscriptionStatus::PastDue
+        )
+    }
 }
 
 wire_enum!(InvoiceStatus {
@@ -84,6 +167,15 @@ wire_enum!(InvoiceStatus {
     Uncollectible => "uncollectible",
 });
 
+wire_enum!(
+    /// `item`: a price billed; `true_up`/`overage`: a commitment's shortfall or surcharge.
+    LineKind {
+        Item => "item",
+        TrueUp => "true_up",
+        Overage => "overage",
+    }
+);
+
 wire_enum!(BillingReason {
     SubscriptionCreate => "subscription_create",
     SubscriptionCycle => "subscription_cycle",
@@ -93,6 +185,7 @@ wire_enum!(BillingReason {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct InvoiceLine {
+    pub kind: LineKind,
     pub description: String,
     pub price: Option<PriceId>,
     pub quantity: i64,
@@ -121,6 +214,24 @@ pub struct Invoice {
     pub lines: Vec<InvoiceLine>,
     pub payment_intent: Option<super::ids::PaymentIntentId>,
     pub billing_reason: BillingReason,
+    pub collection_method: CollectionMethod,
+    pub payment_method: Option<PaymentMethodId>,
+    /// The code of the last failed attempt (`insufficient_funds`, `authentication_required`, ...).
+    pub last_decline_code: Option<String>,
+    /// Where the customer can pay it with a card: `<public URL>/pay/i/<invoice_id>`.
+    pub hosted_invoice_url: Option<String>,
+    pub paid_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub test_mode: bool,
+    #[serde(skip)]
+    pub collection: CollectionState,
+}
+
+/// An invoice's collection state that the API does not show.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CollectionState {
+    /// An attempt (number `attempt_count`) is at the gateway; `next_payment_attempt` is its lease.
+    pub charging: bool,
+    pub first_failed_at: Option<Timestamp>,
+    pub test_clock: Option<TestClockId>,
 }

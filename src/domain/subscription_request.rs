@@ -313,6 +313,11 @@ impl Decimal {
         Some(Decimal { units: if negative { -magnitude } else { magnitude }, scale })
     }
 
+    /// `minor` units of a currency with `exponent` decimal places: 4999 at 2 is `49.99`.
+    pub fn from_minor(minor: i64, exponent: u32) -> Decimal {
+        Decimal { units: i128::from(minor), scale: exponent }
+    }
+
     pub fn units(self) -> i128 {
         self.units
     }

@@ -2,6 +2,7 @@
 
 use crate::db::{self, Db};
 use crate::domain::customer::Customer;
+use crate::domain::ids::TestClockId;
 use crate::domain::price::Price;
 use crate::domain::product::Product;
 use crate::domain::timestamp::Timestamp;
@@ -57,8 +58,19 @@ fn external_id_taken(customer: &Customer) -> FlowError {
     }
 }
 
+/// Creates a customer; one on a test clock needs that clock to exist (not deleted) for `owner`.
 pub async fn create_customer(db: &Db, owner: &Owner, customer: &Customer, now: Timestamp) -> Result<(), FlowError> {
     let mut tx = db.begin().await?;
+    if let Some(clock) = &customer.test_clock {
+        let id = TestClockId::parse(clock);
+        let found = match &id {
+            Some(id) => db::test_clocks::get(&mut tx, owner, id).await?.is_some(),
+            None => false,
+        };
+        if !found {
+            return Err(FieldError::new("customer.test_clock", format!("No such test clock: '{clock}'")).into());
+        }
+    }
     if let Err(e) = db::customers::insert(&mut tx, owner, customer).await {
         return Err(if db::is_unique_violation(&e) { external_id_taken(customer) } else { e.into() });
     }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::db::{self, checkout_sessions::Completion, payments::attempt_status, Conn};
-use crate::domain::billing_period::{self, PeriodUnit};
+use crate::domain::billing_period::{PeriodUnit, Schedule, ScheduleSpec, Zone};
 use crate::domain::card::CardInput;
 use crate::domain::checkout_session::{
     self as cs, CaptureMethod, CheckoutSession, Defaults, LineItem, SessionMode, SessionStatus, SubscriptionData,
@@ -14,7 +14,7 @@ use crate::domain::checkout_session::{
 use crate::domain::customer::{Contact, Customer};
 use crate::domain::ids::{
     CheckoutSessionId, ConsultationId, CustomerId, InvoiceId, LineItemId, PaymentAttemptId, PaymentIntentId,
-    PaymentMethodId, PriceId, ProductId, SubscriptionId,
+    PaymentMethodId, PriceId, ProductId, SubscriptionId, TestClockId,
 };
 use crate::domain::metadata::Metadata;
 use crate::domain::money::Currency;
@@ -22,9 +22,10 @@ use crate::domain::payment::{BillingDetails, PaymentIntent, PaymentIntentStatus,
 use crate::domain::price::{Interval, Price, PriceType, Recurring};
 use crate::domain::product::{Eligibility, Product, VisitType};
 use crate::domain::subscription::{
-    BillingCadence, BillingCycle, BillingReason, CollectionMethod, Invoice, InvoiceLine, InvoiceStatus, Subscription,
-    SubscriptionItem, SubscriptionStatus,
+    BillingCadence, BillingCycle, BillingReason, CollectionMethod, CollectionState, EngineState, Invoice, InvoiceLine,
+    InvoiceStatus, ItemKind, LineKind, Subscription, SubscriptionItem, SubscriptionStatus,
 };
+use crate::domain::subscription_request::{InvoiceBilling, PaymentBehavior, ProrationBehavior};
 use crate::domain::timestamp::Timestamp;
 use crate::domain::{FieldError, Owner};
 use crate::gateway::{
@@ -1028,7 +1029,7 @@ async fn start_subscription(
     payment_method: Option<&PaymentMethod>,
     payment_intent: Option<&PaymentIntent>,
     invoice_id: InvoiceId,
-    now: Timestamp,
+    paid_at: Timestamp,
 ) -> Result<Subscription, FlowError> {
     let recurring: Vec<&LineItem> = items.iter().filter(|i| i.recurring.is_some()).collect();
     let first = recurring
@@ -1038,26 +1039,38 @@ async fn start_subscription(
     let (plan_item, cadence) = first;
     let unit = PeriodUnit::from_interval(cadence.interval);
     let count = cadence.interval_count;
+    // A customer on a test clock lives on the clock's time, so its renewals follow the clock.
+    let test_clock = customer.test_clock.as_deref().and_then(TestClockId::parse);
+    let now = match &test_clock {
+        Some(c) => db::test_clocks::frozen_time(tx, c).await?.unwrap_or(paid_at),
+        None => paid_at,
+    };
 
     let data = session.subscription_data.as_ref();
     let trial_end = match data.and_then(|d| d.trial_end) {
         Some(end) => Some(Timestamp::from_unix_seconds(end)),
         None => cs::trial_days(data, items).map(|days| now.plus_seconds(i64::from(days) * 86_400)),
-    };
-    let anchor = trial_end.unwrap_or(now);
-    let (period_start, period_end) = match trial_end {
-        Some(end) => (now, end),
-        None => {
-            let end = billing_period::boundary(anchor.to_datetime(), unit, count, 1)
-                .ok_or_else(|| FlowError::Internal(anyhow::anyhow!("billing period out of range")))?;
-            (now, Timestamp::from_datetime(end))
-        }
-    };
+    }
+    .filter(|end| *end > now);
+    let schedule = Schedule::new(ScheduleSpec {
+        start: now.to_datetime(),
+        unit,
+        count,
+        cycle: BillingCycle::Anniversary,
+        zone: Zone::utc(),
+        trial_end: trial_end.map(Timestamp::to_datetime),
+        end: None,
+    })
+    .map_err(|e| FlowError::Internal(anyhow::anyhow!("billing period of a paid session: {e}")))?;
+    let period =
+        schedule.periods().next().ok_or_else(|| FlowError::Internal(anyhow::anyhow!("billing period out of range")))?;
+    let (period_start, period_end) = (Timestamp::from_datetime(period.start), Timestamp::from_datetime(period.end));
 
     let mut lines = Vec::new();
     for item in items {
         let recurring = item.recurring.is_some();
         lines.push(InvoiceLine {
+            kind: LineKind::Item,
             description: if recurring && trial_end.is_some() {
                 format!("Trial period for {}", item.description)
             } else {
@@ -1074,6 +1087,7 @@ async fn start_subscription(
     let amount_due: i64 = lines.iter().map(|l| l.amount).sum();
     let subscription_id = SubscriptionId::generate();
     let invoice = Invoice {
+        hosted_invoice_url: None,
         invoice_id: invoice_id.clone(),
         number: db::subscriptions::next_invoice_number(tx, owner).await?,
         customer: customer.customer_id.clone(),
@@ -1091,13 +1105,18 @@ async fn start_subscription(
         lines,
         payment_intent: payment_intent.map(|p| p.payment_intent_id.clone()),
         billing_reason: BillingReason::SubscriptionCreate,
+        collection_method: CollectionMethod::ChargeAutomatically,
+        payment_method: payment_method.map(|p| p.payment_method_id.clone()),
+        last_decline_code: None,
+        paid_at: Some(now),
         created_at: now,
         test_mode: owner.mode.is_test(),
+        collection: CollectionState { charging: false, first_failed_at: None, test_clock: test_clock.clone() },
     };
     let metadata = data
         .and_then(|d| d.metadata.as_ref())
         .and_then(|m| Metadata::parse(m, "subscription_data.metadata").ok().flatten());
-    let subscription = Subscription {
+    let mut subscription = Subscription {
         id: subscription_id,
         customer_id: customer.customer_id.clone(),
         plan_id: plan_item.price.to_string(),
@@ -1111,7 +1130,7 @@ async fn start_subscription(
         billing_period: unit,
         billing_period_count: count,
         billing_cycle: BillingCycle::Anniversary,
-        billing_anchor: anchor,
+        billing_anchor: Timestamp::from_datetime(schedule.anchor()),
         start_date: now,
         end_date: None,
         current_period_start: period_start,
@@ -1126,6 +1145,14 @@ async fn start_subscription(
         default_payment_method: payment_method.map(|p| p.payment_method_id.clone()),
         latest_invoice: Some(invoice_id),
         lookup_key: None,
+        payment_behavior: PaymentBehavior::DefaultActive,
+        proration_behavior: ProrationBehavior::CreateProrations,
+        commitment: None,
+        parent_subscription_id: None,
+        invoice_billing: InvoiceBilling::InvoiceToSelf,
+        payment_terms: None,
+        phases: Vec::new(),
+        test_clock,
         items: recurring
             .iter()
             .map(|i| SubscriptionItem {
@@ -1133,13 +1160,16 @@ async fn start_subscription(
                 quantity: i.quantity,
                 unit_amount: i.unit_amount,
                 description: i.description.clone(),
+                kind: ItemKind::Plan,
             })
             .collect(),
         metadata,
         test_mode: owner.mode.is_test(),
         created_at: now,
         updated_at: now,
+        engine: EngineState { cycle_invoiced: true, ..EngineState::default() },
     };
+    subscription.engine.next_action_at = super::billing::next_action(&subscription);
     db::subscriptions::insert(tx, owner, &subscription, Some(session.checkout_session_id.as_str())).await?;
     db::subscriptions::insert_invoice(tx, owner, &invoice).await?;
     let sid = subscription.id.as_str();

@@ -1,6 +1,7 @@
 //! Use cases shared by the API, the pages and the workers. Each owns its transaction: everything a
 //! use case changes, and the events that report it, commit together or not at all.
 
+pub mod billing;
 pub mod card_setup;
 pub mod catalog;
 pub mod checkout;
@@ -8,6 +9,8 @@ pub mod events;
 pub mod keys;
 pub mod processor_events;
 pub mod refunds;
+pub mod subscriptions;
+pub mod test_clocks;
 pub mod webhook_delivery;
 pub mod webhooks;
 
@@ -32,6 +35,8 @@ pub enum FlowError {
         message: String,
         param: Option<String>,
     },
+    /// The customer's card was declined (402 `card_error`).
+    Declined(crate::domain::payment::DeclineCode),
     /// The payment processor did not answer; nothing was changed that a retry cannot finish.
     Unavailable(String),
     Internal(anyhow::Error),
@@ -84,6 +89,7 @@ impl From<FlowError> for ApiError {
                     None => e,
                 }
             }
+            FlowError::Declined(code) => ApiError::card_declined(code),
             FlowError::Unavailable(why) => {
                 tracing::warn!(error = %why, "payment processor unavailable");
                 ApiError::processor_unavailable()

@@ -261,6 +261,7 @@ fn flow_error(e: FlowError) -> PageError {
     match e {
         FlowError::NotFound { .. } => PageError::NotFound,
         FlowError::Invalid(f) => PageError::BadRequest(f.message),
+        FlowError::Declined(code) => PageError::BadRequest(code.customer_message().into()),
         FlowError::Unprocessable { message, .. } | FlowError::Conflict { message, .. } => {
             PageError::BadRequest(message)
         }

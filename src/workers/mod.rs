@@ -1,5 +1,5 @@
-//! Background work found in the database: session expiry, payment reconciliation, refunds left
-//! without an answer, and clean-up.
+//! Background work found in the database: session expiry, payment reconciliation, renewals and
+//! invoice collection, refunds left without an answer, and clean-up.
 //! Each pass does a bounded batch; several instances may run them at once because every change is
 //! a conditional update that only one of them wins.
 
@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::api::idempotency::RETENTION_SECONDS;
 use crate::db;
-use crate::flows::{checkout, refunds, webhook_delivery};
+use crate::flows::{billing, checkout, refunds, webhook_delivery};
 use crate::state::AppState;
 
 /// How often the workers look for due work.
@@ -28,6 +28,10 @@ pub async fn run_once(state: &AppState) -> usize {
     match checkout::reconcile_stale_attempts(state, 100).await {
         Ok(n) => handled += n,
         Err(e) => tracing::warn!(error = ?e, "payment reconciliation pass failed"),
+    }
+    match billing::run_due(state, billing::BATCH).await {
+        Ok(n) => handled += n,
+        Err(e) => tracing::warn!(error = ?e, "billing pass failed"),
     }
     match refunds::retry_pending(state, 100).await {
         Ok(n) => handled += n,

@@ -5,6 +5,7 @@
 mod common;
 
 mod bad_input;
+mod billing;
 mod checkout_sessions;
 mod customers;
 mod isolation;

@@ -5,12 +5,12 @@ use serde_json::{json, Value};
 
 use crate::common::{spawn_app, spawn_app_with, TestApp};
 
-async fn page(app: &TestApp, id: &str) -> (u16, String) {
+pub(crate) async fn page(app: &TestApp, id: &str) -> (u16, String) {
     let r = app.client.get(format!("{}/pay/c/{id}", app.address)).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-fn csrf(html: &str) -> String {
+pub(crate) fn csrf(html: &str) -> String {
     let marker = "name=\"csrf\" value=\"";
     // A page without a form (a receipt, a lock) has no token; the post then shows how the server
     // answers a form without one.
@@ -20,13 +20,13 @@ fn csrf(html: &str) -> String {
     }
 }
 
-struct Posted {
-    status: u16,
-    location: Option<String>,
-    html: String,
+pub(crate) struct Posted {
+    pub(crate) status: u16,
+    pub(crate) location: Option<String>,
+    pub(crate) html: String,
 }
 
-async fn post_form(app: &TestApp, path: &str, fields: &[(&str, &str)]) -> Posted {
+pub(crate) async fn post_form(app: &TestApp, path: &str, fields: &[(&str, &str)]) -> Posted {
     let r = app
         .client
         .post(format!("{}{path}", app.address))
@@ -40,11 +40,11 @@ async fn post_form(app: &TestApp, path: &str, fields: &[(&str, &str)]) -> Posted
     Posted { status, location, html: r.text().await.unwrap() }
 }
 
-fn lmn_answers() -> Vec<(&'static str, &'static str)> {
+pub(crate) fn lmn_answers() -> Vec<(&'static str, &'static str)> {
     vec![("lmn_goals", "Lower my blood pressure"), ("lmn_conditions", "hypertension"), ("lmn_attest", "yes")]
 }
 
-async fn pay(app: &TestApp, id: &str, card: &str, extra: &[(&str, &str)]) -> Posted {
+pub(crate) async fn pay(app: &TestApp, id: &str, card: &str, extra: &[(&str, &str)]) -> Posted {
     let (_, html) = page(app, id).await;
     let token = csrf(&html);
     let mut fields = vec![
