@@ -419,3 +419,85 @@ async fn localstripe_signed_webhooks_are_verified_and_applied_idempotently() {
     let completed = "SELECT COUNT(*) FROM events WHERE event_type = 'checkout.session.completed' AND object_id = $1";
     assert_eq!(db_count(&database_url, completed, &session).await, 1);
 }
+
+/// A renewal charged at Stripe whose answer was never recorded (the process died right after):
+/// the invoice's attempt is leased, the lease runs out, and the restarted worker asks Stripe again
+/// under the same idempotency key, so the invoice is paid once and Stripe holds one charge.
+#[tokio::test]
+async fn killed_after_an_invoice_charge_the_worker_settles_it_once() {
+    let Some(localstripe) = localstripe_url() else { return };
+    let (database_url, _dir) = common::fresh_database().await;
+    let (mut server, banner) = Server::start(&database_url, free_port(), &localstripe, Some("after_invoice_charge"));
+    let key = key_from(&banner);
+    let post = |path: &'static str, body: Value| {
+        let (server, key) = (&server, &key);
+        async move { api(server, key, reqwest::Method::POST, path, Some(body)).await }
+    };
+    let customer = post("/v1/customers", json!({"customer": {"email": "ana@example.com"}})).await["customer"]
+        ["customer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let setup = post(
+        "/v1/checkout/sessions",
+        json!({"checkout_session": {"mode": "setup", "customer": customer,
+            "success_url": "https://shop.example/ok", "cancel_url": ""}}),
+    )
+    .await["checkout_session"]["checkout_session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let attempt = set_up_card(&server, &setup, "4242424242424242").await;
+    assert!(hand_back(&server, &setup, &attempt).await.unwrap().status().is_redirection());
+    let product = post("/v1/products", json!({"product": {"name": "Coaching"}})).await["product"]["product_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let price = post(
+        "/v1/prices",
+        json!({"price": {"product": product, "unit_amount": 3_333, "recurring": {"interval": "monthly"}}}),
+    )
+    .await["price"]["price_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let created = client()
+        .post(format!("{}/v1/subscriptions", server.base))
+        .bearer_auth(&key)
+        .json(&json!({"customer_id": customer, "plan_id": price}))
+        .send()
+        .await;
+    assert!(created.is_err(), "the server dies right after Stripe charged the first invoice");
+    assert!(server.wait_killed(), "killed by SIGKILL at the crash point");
+    let invoice: String = {
+        let db = Db::connect(&database_url, 1).await.unwrap();
+        let id = sqlx::query_scalar("SELECT id FROM invoices WHERE customer_id = $1 AND billing_reason = 'subscription_create' AND status = 'open'")
+            .bind(&customer)
+            .fetch_one(&db.pool)
+            .await
+            .expect("the first invoice is open, its attempt leased");
+        db.pool.close().await;
+        id
+    };
+    let charge_key = format!("{invoice}-a1");
+    assert_eq!(stripe_charges(&[&charge_key]).await.len(), 1, "Stripe charged before the crash");
+
+    let server = server.restart();
+    let deadline = Instant::now() + Duration::from_secs(STALE_SECONDS + 30);
+    loop {
+        let i = api(&server, &key, reqwest::Method::GET, &format!("/v1/invoices/{invoice}"), None).await;
+        if i["invoice"]["status"] == "paid" {
+            assert_eq!(i["invoice"]["attempt_count"], 1, "the same attempt, asked again");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the invoice was not settled after its lease: {i}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let charges = stripe_charges(&[&charge_key]).await;
+    assert_eq!(charges.len(), 1, "never charged twice");
+    assert_eq!(charges[0]["status"], "succeeded");
+    let paid = "SELECT COUNT(*) FROM events WHERE event_type = 'invoice.paid' AND object_id = $1";
+    assert_eq!(db_count(&database_url, paid, &invoice).await, 1);
+    let subs = api(&server, &key, reqwest::Method::GET, "/v1/subscriptions", None).await;
+    assert_eq!(subs["subscriptions"][0]["subscription_status"], "ACTIVE");
+}

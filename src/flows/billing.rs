@@ -11,7 +11,6 @@
 //! between the two leaves the lease to expire; the retry asks under the same key and gets the
 //! first answer, so one attempt never charges twice.
 
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::db::subscriptions::InvoiceVersion;
@@ -28,7 +27,7 @@ use crate::domain::subscription_request::{InvoiceBilling, PaymentBehavior};
 use crate::domain::timestamp::Timestamp;
 use crate::domain::Owner;
 use crate::flows::{events, FlowError};
-use crate::gateway::{ChargeOutcome, ChargeRequest};
+use crate::gateway::{ChargeLookup, ChargeOutcome, ChargeRequest};
 use crate::state::AppState;
 
 /// Subscriptions or invoices taken per pass of the worker.
@@ -93,6 +92,10 @@ pub struct ChargeJob {
     pub owner: Owner,
     pub invoice: InvoiceId,
     pub attempt: i64,
+    /// The attempt was asked before and its answer never recorded (its lease ran out): look for
+    /// the charge at the gateway before asking again, since not every processor keeps idempotency
+    /// keys forever (Stripe forgets them after 24 hours, localstripe ignores them).
+    pub resumed: bool,
 }
 
 /// Writes `sub` (conditionally) and then its effects. Returns the charges to make, or `None` when
@@ -115,17 +118,18 @@ async fn commit_step(
                 owner: owner.clone(),
                 invoice: invoice.invoice_id.clone(),
                 attempt: invoice.attempt_count,
+                resumed: false,
             });
         }
     }
     for id in &effects.voided {
         void(conn, owner, id, sub.updated_at).await?;
     }
-    emit_all(conn, owner, &effects, sub.test_clock.is_some()).await?;
+    emit_all(conn, owner, &effects).await?;
     Ok(Some(charges))
 }
 
-async fn emit_all(conn: &mut Conn, owner: &Owner, effects: &Effects, _on_clock: bool) -> Result<(), FlowError> {
+async fn emit_all(conn: &mut Conn, owner: &Owner, effects: &Effects) -> Result<(), FlowError> {
     for e in &effects.events {
         match e {
             Pending::Subscription { event_type, object, at } => {
@@ -251,7 +255,7 @@ pub fn next_action(sub: &Subscription) -> Option<Timestamp> {
     let mut times = Vec::new();
     match sub.subscription_status {
         SubscriptionStatus::Incomplete => times.push(sub.created_at.plus_seconds(INCOMPLETE_SECONDS)),
-        s if sub.is_live() => {
+        _ if sub.is_live() => {
             if !sub.engine.cycle_invoiced {
                 times.push(sub.current_period_start);
             }
@@ -262,7 +266,6 @@ pub fn next_action(sub: &Subscription) -> Option<Timestamp> {
             if let Some(t) = upcoming_at(sub) {
                 times.push(t);
             }
-            let _ = s;
         }
         _ => {}
     }
@@ -507,16 +510,32 @@ pub async fn charge(state: &AppState, job: &ChargeJob) -> Option<AttemptResult> 
             return Ok(Some(AttemptResult::NoCard));
         }
         let key = format!("{}-a{}", job.invoice, job.attempt);
-        let outcome = gateway
-            .charge(ChargeRequest {
+        let found = if job.resumed {
+            let lookup = ChargeLookup {
                 idempotency_key: &key,
-                card: &card,
-                amount: invoice.amount_due,
-                currency: invoice.currency,
-                off_session: true,
-                manual_capture: false,
-            })
-            .await?;
+                gateway_customer: card.gateway_customer.as_deref(),
+                charge_ref: None,
+            };
+            gateway.lookup(lookup).await?
+        } else {
+            None
+        };
+        let outcome = match found {
+            Some(outcome) => outcome,
+            None => {
+                gateway
+                    .charge(ChargeRequest {
+                        idempotency_key: &key,
+                        card: &card,
+                        amount: invoice.amount_due,
+                        currency: invoice.currency,
+                        off_session: true,
+                        manual_capture: false,
+                    })
+                    .await?
+            }
+        };
+        crate::crash_points::reached("after_invoice_charge");
         Ok::<_, FlowError>(Some(match outcome {
             ChargeOutcome::Succeeded { gateway_ref } => AttemptResult::Paid { gateway: gateway_name, gateway_ref },
             ChargeOutcome::Declined { code } => AttemptResult::Declined { code },
@@ -692,7 +711,7 @@ pub async fn settle(
     for e in invoice_events {
         events::emit(conn, &owner, e, "invoice", invoice.invoice_id.as_str(), &invoice, at).await?;
     }
-    emit_all(conn, &owner, &effects, false).await?;
+    emit_all(conn, &owner, &effects).await?;
     Ok(true)
 }
 
@@ -801,7 +820,8 @@ pub async fn claim(
         return Ok(None);
     }
     let expected = InvoiceVersion::of(&invoice, at);
-    if !invoice.collection.charging {
+    let resumed = invoice.collection.charging;
+    if !resumed {
         invoice.attempt_count += 1;
         invoice.collection.charging = true;
     }
@@ -809,7 +829,7 @@ pub async fn claim(
     if !db::subscriptions::save_invoice(conn, &invoice, &expected).await? {
         return Ok(None);
     }
-    Ok(Some(ChargeJob { owner: owner.clone(), invoice: invoice.invoice_id, attempt: invoice.attempt_count }))
+    Ok(Some(ChargeJob { owner: owner.clone(), invoice: invoice.invoice_id, attempt: invoice.attempt_count, resumed }))
 }
 
 /// Charges every job (a bounded number at once) and applies the answers in one transaction.
@@ -906,9 +926,4 @@ pub async fn run_clock(state: &AppState, clock: &TestClockId, to: Timestamp) -> 
         done += charge_and_settle(state, jobs, at).await?;
     }
     Err(FlowError::Internal(anyhow::anyhow!("test clock {clock} did not settle after {MAX_CLOCK_STEPS} steps")))
-}
-
-/// Shows an object as the API does, for events.
-pub fn snapshot<T: Serialize>(object: &T) -> Value {
-    serde_json::to_value(object).unwrap_or(Value::Null)
 }
