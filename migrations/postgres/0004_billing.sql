@@ -16,7 +16,7 @@ CREATE INDEX test_clocks_owner ON test_clocks (merchant_id, livemode, id);
 -- Terms (seed 002).
 ALTER TABLE subscriptions ADD COLUMN payment_behavior TEXT NOT NULL DEFAULT 'DEFAULT_ACTIVE';
 ALTER TABLE subscriptions ADD COLUMN proration_behavior TEXT NOT NULL DEFAULT 'CREATE_PRORATIONS';
-ALTER TABLE subscriptions ADD COLUMN commitment_amount BIGINT;
+ALTER TABLE subscriptions ADD COLUMN commitment_amount TEXT;
 ALTER TABLE subscriptions ADD COLUMN commitment_duration TEXT;
 ALTER TABLE subscriptions ADD COLUMN overage_factor TEXT;
 ALTER TABLE subscriptions ADD COLUMN enable_true_up BIGINT NOT NULL DEFAULT 0;

@@ -189,8 +189,8 @@ pub async fn save(conn: &mut Conn, s: &mut Subscription) -> Result<bool, sqlx::E
             cancel_at_period_end = $10, default_payment_method = $11, latest_invoice = $12, lookup_key = $13,
             metadata = $14, updated_at = $15, cycle_invoiced = $16, upcoming_sent_for = $17,
             trial_will_end_sent = $18, next_action_at = $19, billing_anchor = $20, proration_behavior = $21,
-            version = version + 1
-         WHERE id = $22 AND version = $23",
+            start_date = $22, version = version + 1
+         WHERE id = $23 AND version = $24",
     )
     .bind(s.subscription_status.as_str())
     .bind(&s.plan_id)
@@ -213,6 +213,7 @@ pub async fn save(conn: &mut Conn, s: &mut Subscription) -> Result<bool, sqlx::E
     .bind(opt_micros(s.engine.next_action_at))
     .bind(s.billing_anchor.micros())
     .bind(s.proration_behavior.as_str())
+    .bind(s.start_date.micros())
     .bind(s.id.as_str())
     .bind(s.engine.version)
     .execute(&mut *conn)

@@ -175,8 +175,11 @@ struct InvoiceFor<'a> {
     at: Timestamp,
     /// Invoices made earlier in the same step (not yet in the database), for commitment windows.
     earlier: &'a [Invoice],
-    /// Whether to charge it now (`false` for `DEFAULT_INCOMPLETE`'s first invoice, paid by the customer).
+    /// Whether to charge it now (`false` for a preview).
     charge: bool,
+    /// Whether it bills the period's recurring items (not the first invoice of an in-arrears
+    /// subscription, which holds only one-time items).
+    recurring: bool,
 }
 
 async fn build_invoice(
@@ -185,11 +188,11 @@ async fn build_invoice(
     sub: &Subscription,
     f: InvoiceFor<'_>,
 ) -> Result<Invoice, FlowError> {
-    let mut lines = invoicing::period_lines(sub, &f.period);
+    let mut lines = if f.recurring { invoicing::period_lines(sub, &f.period) } else { Vec::new() };
     if f.reason == BillingReason::SubscriptionCreate {
         lines.extend(invoicing::one_time_lines(sub, f.at));
     }
-    if let (Some(c), false) = (&sub.commitment, f.period.kind == PeriodKind::Trial) {
+    if let (Some(c), true) = (&sub.commitment, f.recurring && f.period.kind != PeriodKind::Trial) {
         if let Some((from, to)) = invoicing::commitment_window(sub, c, &f.period) {
             let in_window = |l: &crate::domain::subscription::InvoiceLine| {
                 l.kind == crate::domain::subscription::LineKind::Item
@@ -239,6 +242,75 @@ async fn build_invoice(
         test_mode: sub.test_mode,
         collection: CollectionState { charging, first_failed_at: None, test_clock: sub.test_clock.clone() },
     })
+}
+
+/// An invoice outside the cycle (a mid-period change) for `sub`, with `lines` over `[at, period
+/// end)`: charged like any other when something is owed. Not yet written; see [`add_invoice`].
+pub async fn update_invoice(
+    state: &AppState,
+    conn: &mut Conn,
+    sub: &Subscription,
+    lines: Vec<crate::domain::subscription::InvoiceLine>,
+    at: Timestamp,
+) -> Result<Invoice, FlowError> {
+    let amount_due = invoicing::total(&lines).max(0);
+    let (customer, payment_method) = payer(conn, sub).await?;
+    let automatic = sub.collection_method == CollectionMethod::ChargeAutomatically;
+    let charging = automatic && amount_due > 0;
+    let zone = crate::domain::billing_period::Zone::named(&sub.customer_timezone)
+        .unwrap_or_else(crate::domain::billing_period::Zone::utc);
+    let id = InvoiceId::generate();
+    Ok(Invoice {
+        hosted_invoice_url: Some(hosted_url(state, &id)),
+        invoice_id: id,
+        number: String::new(),
+        customer,
+        subscription: Some(sub.id.clone()),
+        status: if amount_due == 0 { InvoiceStatus::Paid } else { InvoiceStatus::Open },
+        amount_due,
+        amount_paid: 0,
+        amount_remaining: amount_due,
+        currency: sub.currency,
+        period_start: at,
+        period_end: sub.current_period_end,
+        due_date: (!automatic && amount_due > 0).then(|| invoicing::due_date(&zone, at, sub.payment_terms)),
+        attempt_count: i64::from(charging),
+        next_payment_attempt: charging.then(|| at.plus_seconds(state.settings.payment_stale_seconds)),
+        lines,
+        payment_intent: None,
+        billing_reason: BillingReason::SubscriptionUpdate,
+        collection_method: sub.collection_method,
+        payment_method,
+        last_decline_code: None,
+        paid_at: (amount_due == 0).then_some(at),
+        created_at: at,
+        test_mode: sub.test_mode,
+        collection: CollectionState { charging, first_failed_at: None, test_clock: sub.test_clock.clone() },
+    })
+}
+
+/// Numbers and writes an invoice made by [`update_invoice`] with its events; the charge to make,
+/// if any.
+pub async fn add_invoice(
+    conn: &mut Conn,
+    owner: &Owner,
+    invoice: Invoice,
+    at: Timestamp,
+) -> Result<Option<ChargeJob>, FlowError> {
+    let mut effects = Effects::default();
+    effects.invoice(invoice, at);
+    for invoice in effects.invoices.iter_mut() {
+        invoice.number = db::subscriptions::next_invoice_number(conn, owner).await?;
+        db::subscriptions::insert_invoice(conn, owner, invoice).await?;
+    }
+    emit_all(conn, owner, &effects).await?;
+    let invoice = &effects.invoices[0];
+    Ok(invoice.collection.charging.then(|| ChargeJob {
+        owner: owner.clone(),
+        invoice: invoice.invoice_id.clone(),
+        attempt: invoice.attempt_count,
+        resumed: false,
+    }))
 }
 
 pub fn hosted_url(state: &AppState, id: &InvoiceId) -> String {
@@ -351,6 +423,49 @@ pub async fn first_step(
         .ok_or_else(|| FlowError::Internal(anyhow::anyhow!("a new subscription changed in its own transaction")))
 }
 
+/// The current period's in-advance invoice, once, when its start has come: the first invoice of
+/// a subscription (a zero one for a trial; only the one-time items when billed in arrears), then
+/// one per period billed in advance.
+async fn cycle_invoice(
+    state: &AppState,
+    conn: &mut Conn,
+    sub: &mut Subscription,
+    at: Timestamp,
+    effects: &mut Effects,
+) -> Result<(), FlowError> {
+    if sub.engine.cycle_invoiced || sub.current_period_start > at {
+        return Ok(());
+    }
+    let t = sub.current_period_start.max(sub.created_at);
+    let period = period_of(sub);
+    sub.engine.cycle_invoiced = true;
+    let first = sub.latest_invoice.is_none() && effects.invoices.is_empty();
+    let in_advance = sub.billing_cadence == BillingCadence::InAdvance;
+    let wanted = |p: &Period| (p.kind != PeriodKind::Trial && in_advance) || first;
+    let Some(period) = period.filter(wanted) else { return Ok(()) };
+    let reason = if first { BillingReason::SubscriptionCreate } else { BillingReason::SubscriptionCycle };
+    let earlier = effects.invoices.clone();
+    let invoice = build_invoice(
+        state,
+        conn,
+        sub,
+        InvoiceFor {
+            period,
+            reason,
+            at: t,
+            earlier: &earlier,
+            // `DEFAULT_INCOMPLETE`: the customer pays the first invoice (hosted page, /pay).
+            charge: !(first && sub.payment_behavior == PaymentBehavior::DefaultIncomplete),
+            recurring: in_advance,
+        },
+    )
+    .await?;
+    sub.latest_invoice = Some(invoice.invoice_id.clone());
+    sub.updated_at = t;
+    effects.invoice(invoice, t);
+    Ok(())
+}
+
 async fn plan_step(
     state: &AppState,
     conn: &mut Conn,
@@ -365,8 +480,10 @@ async fn plan_step(
                 effects.voided.push(id);
             }
             set_status(sub, effects, SubscriptionStatus::IncompleteExpired, expires);
+            return Ok(());
         }
-        return Ok(());
+        // Nothing renews until the first invoice is paid; that invoice is made at the start.
+        return cycle_invoice(state, conn, sub, at, effects).await;
     }
     let Some(schedule) = invoicing::schedule(sub) else {
         tracing::error!(subscription = %sub.id, "stored terms the period arithmetic refuses; not billed");
@@ -396,6 +513,7 @@ async fn plan_step(
                         at: t,
                         earlier: &earlier,
                         charge: false,
+                        recurring: true,
                     },
                 )
                 .await?;
@@ -411,27 +529,7 @@ async fn plan_step(
             }
         }
         // The current period's in-advance invoice (the first one too, for a start in the future).
-        if !sub.engine.cycle_invoiced && sub.current_period_start <= at {
-            let t = sub.current_period_start.max(sub.created_at);
-            let period = period_of(sub);
-            sub.engine.cycle_invoiced = true;
-            let first = sub.latest_invoice.is_none() && effects.invoices.is_empty();
-            // A trial is invoiced once, at zero, when the subscription is made.
-            if let Some(period) = period.filter(|p| p.kind != PeriodKind::Trial || first) {
-                let reason = if first { BillingReason::SubscriptionCreate } else { BillingReason::SubscriptionCycle };
-                let earlier = effects.invoices.clone();
-                let invoice = build_invoice(
-                    state,
-                    conn,
-                    sub,
-                    InvoiceFor { period, reason, at: t, earlier: &earlier, charge: true },
-                )
-                .await?;
-                sub.latest_invoice = Some(invoice.invoice_id.clone());
-                sub.updated_at = t;
-                effects.invoice(invoice, t);
-            }
-        }
+        cycle_invoice(state, conn, sub, at, effects).await?;
         if sub.current_period_end > at {
             return Ok(());
         }
@@ -446,7 +544,7 @@ async fn plan_step(
                     state,
                     conn,
                     sub,
-                    InvoiceFor { period, reason, at: t, earlier: &earlier, charge: true },
+                    InvoiceFor { period, reason, at: t, earlier: &earlier, charge: true, recurring: true },
                 )
                 .await?;
                 sub.latest_invoice = Some(invoice.invoice_id.clone());
@@ -657,7 +755,8 @@ pub async fn settle(
                 invoice_events.push("invoice.marked_uncollectible");
             }
             if let Some(s) = sub_after.as_mut() {
-                if !incomplete && s.is_live() {
+                // A customer's failed try on the page at a SEND_INVOICE invoice is not dunning.
+                if !incomplete && automatic && s.is_live() {
                     if last {
                         s.canceled_at = Some(at);
                         set_status(s, &mut effects, SubscriptionStatus::Canceled, at);

@@ -6,6 +6,7 @@ pub mod card_setup;
 pub mod catalog;
 pub mod checkout;
 pub mod events;
+pub mod invoice_payment;
 pub mod keys;
 pub mod processor_events;
 pub mod refunds;

@@ -313,7 +313,13 @@ pub async fn create(state: &AppState, owner: &Owner, req: NewSubscription) -> Re
     };
     let card = db::payments::default_card_of(&mut conn, owner, &payer_customer).await?;
     let draft = req.status == InitialStatus::Draft;
-    let zero_first = in_trial || items.iter().all(|i| i.unit_amount.saturating_mul(i.quantity) == 0);
+    // Billed in arrears, the first invoice holds only the one-time items.
+    let in_arrears = req.billing_cadence == crate::domain::subscription::BillingCadence::InArrears;
+    let zero_first = in_trial
+        || items
+            .iter()
+            .filter(|i| !in_arrears || i.kind == ItemKind::OneTime)
+            .all(|i| i.unit_amount.saturating_mul(i.quantity) == 0);
     let needs_card = req.collection_method == CollectionMethod::ChargeAutomatically
         && !draft
         && !zero_first
@@ -568,8 +574,16 @@ pub async fn update(
             }
             sub.engine.trial_will_end_sent = false;
         }
+        let mut proration = None;
         if let Some(plan) = &patch.plan_id {
+            let before = sub.clone();
             change_plan(&mut tx, owner, &mut sub, plan).await?;
+            let lines = proration_lines(&before, &sub, now);
+            if !lines.is_empty() {
+                let invoice = billing::update_invoice(state, &mut tx, &sub, lines, now).await?;
+                sub.latest_invoice = Some(invoice.invoice_id.clone());
+                proration = Some(invoice);
+            }
         }
         let was_draft = sub.subscription_status == SubscriptionStatus::Draft;
         if patch.activate && was_draft {
@@ -587,6 +601,9 @@ pub async fn update(
         }
         if patch.plan_id.is_some() {
             db::subscriptions::replace_items(&mut tx, &sub).await?;
+        }
+        if let Some(invoice) = proration.take() {
+            charges.extend(billing::add_invoice(&mut tx, owner, invoice, now).await?);
         }
         events::emit(&mut tx, owner, "customer.subscription.updated", "subscription", sub.id.as_str(), &sub, now)
             .await?;
@@ -673,6 +690,49 @@ async fn change_plan(conn: &mut Conn, owner: &Owner, sub: &mut Subscription, raw
     }
     sub.plan_id = price.price_id.to_string();
     Ok(())
+}
+
+/// A plan change in the middle of a paid period, with `CREATE_PRORATIONS`: the unused time of the
+/// old plan is credited and the rest of the period on the new plan charged, both prorated to the
+/// second. Nothing during a trial, before the period's invoice, or with `NONE` (the new plan then
+/// starts with the next period).
+fn proration_lines(
+    before: &Subscription,
+    after: &Subscription,
+    now: Timestamp,
+) -> Vec<crate::domain::subscription::InvoiceLine> {
+    use crate::domain::subscription::{InvoiceLine, LineKind};
+    let live = matches!(after.subscription_status, SubscriptionStatus::Active | SubscriptionStatus::PastDue);
+    if after.proration_behavior != ProrationBehavior::CreateProrations
+        || !live
+        || !after.engine.cycle_invoiced
+        || after.billing_cadence != crate::domain::subscription::BillingCadence::InAdvance
+        || !(after.current_period_start <= now && now < after.current_period_end)
+    {
+        return Vec::new();
+    }
+    let seconds = |a: Timestamp, b: Timestamp| (b.micros() - a.micros()) / Timestamp::MICROS_PER_SECOND;
+    let length = seconds(after.current_period_start, after.current_period_end);
+    let left = seconds(now, after.current_period_end);
+    let plan = |s: &Subscription| s.items.iter().find(|i| i.kind == ItemKind::Plan).cloned();
+    let (Some(old), Some(new)) = (plan(before), plan(after)) else { return Vec::new() };
+    let prorate = |i: &SubscriptionItem| {
+        crate::domain::billing_period::prorate(i.unit_amount.saturating_mul(i.quantity), left, length)
+    };
+    let line = |i: &SubscriptionItem, amount: i64, description: String| InvoiceLine {
+        kind: LineKind::Item,
+        description,
+        price: Some(i.price_id.clone()),
+        quantity: i.quantity,
+        amount,
+        period_start: now,
+        period_end: after.current_period_end,
+        proration: true,
+    };
+    vec![
+        line(&old, -prorate(&old), format!("Unused time on {}", old.description)),
+        line(&new, prorate(&new), format!("Remaining time on {}", new.description)),
+    ]
 }
 
 /// `refund` of `POST /v1/subscriptions/{id}/cancel`.
@@ -829,8 +889,10 @@ pub async fn pay_invoice(state: &AppState, owner: &Owner, id: &InvoiceId) -> Res
             });
         }
         let now = billing::now_on(state, &mut tx, invoice.collection.test_clock.as_ref()).await?;
-        if invoice.payment_method.is_none() {
-            invoice.payment_method = db::payments::default_card_of(&mut tx, owner, &invoice.customer).await?;
+        // The customer's newest saved card: after a decline, the one they saved since is the one
+        // to try (the old one is still used when it is the only one).
+        if let Some(newest) = db::payments::default_card_of(&mut tx, owner, &invoice.customer).await? {
+            invoice.payment_method = Some(newest);
         }
         let card: Option<PaymentMethodId> = invoice.payment_method.clone();
         if card.is_none() {
@@ -863,10 +925,34 @@ pub async fn pay_invoice(state: &AppState, owner: &Owner, id: &InvoiceId) -> Res
     if let AttemptResult::Declined { code } = result {
         return Err(FlowError::Declined(code));
     }
+    if let AttemptResult::Paid { .. } = result {
+        keep_card(state, owner, id).await?;
+    }
     let mut conn = state.db.conn().await?;
     db::subscriptions::get_invoice(&mut conn, owner, id, &state.settings.public_url)
         .await?
         .ok_or_else(|| FlowError::NotFound { resource: "invoice", id: id.to_string() })
+}
+
+/// A card that just paid a subscription's invoice becomes the subscription's card, so the next
+/// renewal does not go back to the card that was declined.
+async fn keep_card(state: &AppState, owner: &Owner, id: &InvoiceId) -> Result<(), FlowError> {
+    let mut tx = state.db.begin().await?;
+    let Some(invoice) = db::subscriptions::get_invoice(&mut tx, owner, id, "").await? else { return Ok(()) };
+    let (Some(sub_id), Some(card)) = (invoice.subscription, invoice.payment_method) else { return Ok(()) };
+    for _ in 0..5 {
+        let Some(mut sub) = db::subscriptions::get(&mut tx, owner, &sub_id).await? else { return Ok(()) };
+        if sub.default_payment_method.as_ref() == Some(&card) || sub.invoice_billing == InvoiceBilling::InvoiceToParent
+        {
+            break;
+        }
+        sub.default_payment_method = Some(card.clone());
+        if db::subscriptions::save(&mut tx, &mut sub).await? {
+            break;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// `POST /v1/invoices/{id}/void`: an open invoice is given up (no more attempts).

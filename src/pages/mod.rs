@@ -1,7 +1,9 @@
-//! Customer-facing HTML: the hosted checkout page, the sandbox 3-D Secure page, message pages, and
-//! the embedded static files. Every response carries the security headers; every POST a CSRF token.
+//! Customer-facing HTML: the hosted checkout and invoice pages, the sandbox 3-D Secure page, message
+//! pages, and the embedded static files. Every response carries the security headers; every POST a
+//! CSRF token.
 
 pub mod checkout;
+pub mod invoice;
 
 use std::sync::OnceLock;
 
@@ -21,7 +23,9 @@ use crate::gateway::BrowserScript;
 struct Assets;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/static/{file}").route(web::get().to(asset))).configure(checkout::routes);
+    cfg.service(web::resource("/static/{file}").route(web::get().to(asset)))
+        .configure(checkout::routes)
+        .configure(invoice::routes);
 }
 
 /// A short hash of every static file, added to their URLs so browsers can cache them for good.

@@ -6,12 +6,15 @@ mod common;
 
 mod bad_input;
 mod billing;
+mod billing_periods;
 mod checkout_sessions;
 mod customers;
+mod invoice_page;
 mod isolation;
 mod pay;
 mod prices;
 mod products;
 mod refunds;
 mod server;
+mod test_clocks;
 mod webhooks;
