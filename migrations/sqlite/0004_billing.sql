@@ -8,6 +8,9 @@ CREATE TABLE test_clocks (
     name TEXT,
     frozen_time BIGINT NOT NULL,
     status TEXT NOT NULL,
+    -- When the running advance began (system time): an advance whose process died lets go of the
+    -- clock after a while.
+    advancing_since BIGINT,
     created_at BIGINT NOT NULL,
     deleted_at BIGINT
 );

@@ -14,6 +14,7 @@ struct ClockRow {
     name: Option<String>,
     frozen_time: i64,
     status: String,
+    advancing_since: Option<i64>,
     created_at: i64,
 }
 
@@ -27,11 +28,12 @@ impl From<ClockRow> for TestClock {
             created_at: Timestamp::from_micros(r.created_at),
             test_mode: Mode::from_flag(r.livemode).is_test(),
             deleted: false,
+            advancing_since: r.advancing_since.map(Timestamp::from_micros),
         }
     }
 }
 
-const COLUMNS: &str = "id, livemode, name, frozen_time, status, created_at";
+const COLUMNS: &str = "id, livemode, name, frozen_time, status, advancing_since, created_at";
 
 pub async fn insert(conn: &mut Conn, owner: &Owner, clock: &TestClock) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -83,16 +85,19 @@ pub async fn begin_advance(
     owner: &Owner,
     id: &TestClockId,
     from: Timestamp,
+    now: Timestamp,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE test_clocks SET status = 'advancing'
+        "UPDATE test_clocks SET status = 'advancing', advancing_since = $5
          WHERE id = $1 AND merchant_id = $2 AND livemode = $3 AND deleted_at IS NULL
-           AND status = 'ready' AND frozen_time = $4",
+           AND (status = 'ready' OR advancing_since < $6) AND frozen_time = $4",
     )
     .bind(id.as_str())
     .bind(owner.merchant_id.as_str())
     .bind(owner.mode.as_flag())
     .bind(from.micros())
+    .bind(now.micros())
+    .bind(now.plus_seconds(-crate::domain::test_clock::STUCK_ADVANCE_SECONDS).micros())
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -37,6 +37,21 @@ pub struct TestClock {
     /// Only in the answer to a delete.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// When the running advance began (system time), while `advancing`.
+    #[serde(skip)]
+    pub advancing_since: Option<Timestamp>,
+}
+
+/// An advance that has held its clock this long (system time) belonged to a process that died:
+/// the clock may be advanced again (what the dead advance did stays done, exactly once).
+pub const STUCK_ADVANCE_SECONDS: i64 = 600;
+
+impl TestClock {
+    /// Whether another advance is running now (not one that died holding the clock).
+    pub fn is_being_advanced(&self, now: Timestamp) -> bool {
+        self.status == TestClockStatus::Advancing
+            && self.advancing_since.is_none_or(|t| t.plus_seconds(STUCK_ADVANCE_SECONDS) > now)
+    }
 }
 
 pub fn name(raw: &str, param: &str) -> Result<Option<String>, FieldError> {

@@ -46,6 +46,7 @@ pub async fn create(db: &Db, owner: &Owner, new: NewTestClock, now: Timestamp) -
         created_at: now,
         test_mode: true,
         deleted: false,
+        advancing_since: None,
     };
     let mut conn = db.conn().await?;
     test_clocks::insert(&mut conn, owner, &clock).await?;
@@ -62,7 +63,7 @@ pub async fn advance(state: &AppState, owner: &Owner, id: &TestClockId, to: Time
         test_clocks::get(&mut conn, owner, id).await?.ok_or_else(|| not_found(id))?
     };
     test_clock::advance_target(clock.frozen_time, to, FROZEN_TIME_PARAM)?;
-    if clock.status == TestClockStatus::Advancing {
+    if clock.is_being_advanced(state.clock.now()) {
         return Err(being_advanced(id));
     }
     let (state2, owner2, id2) = (state.clone(), owner.clone(), id.clone());
@@ -81,7 +82,7 @@ async fn advance_inner(
 ) -> Result<TestClock, FlowError> {
     {
         let mut conn = state.db.conn().await?;
-        if !test_clocks::begin_advance(&mut conn, owner, id, from).await? {
+        if !test_clocks::begin_advance(&mut conn, owner, id, from, state.clock.now()).await? {
             // Another request advanced it since we read it, or is advancing it now, or deleted it.
             return Err(match test_clocks::get(&mut conn, owner, id).await? {
                 None => not_found(id),

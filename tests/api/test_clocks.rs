@@ -273,6 +273,27 @@ async fn a_clock_being_advanced_is_a_conflict() {
 }
 
 #[tokio::test]
+async fn an_advance_whose_server_died_lets_go_of_the_clock_after_ten_minutes() {
+    let app = spawn_app().await;
+    let id = clock(&app).await;
+    let now = app.state.clock.now();
+    let hold = |since: i64| {
+        sqlx::query("UPDATE test_clocks SET status = 'advancing', advancing_since = $1 WHERE id = $2")
+            .bind(since)
+            .bind(id.clone())
+            .execute(&app.state.db.pool)
+    };
+    // Nine minutes in, it may still be running.
+    hold(now.plus_seconds(-540).micros()).await.unwrap();
+    assert_eq!(advance(&app, &id, "2024-02-01T00:00:00Z").await.status, 409);
+    // Eleven minutes: its process died; the clock can be advanced again.
+    hold(now.plus_seconds(-660).micros()).await.unwrap();
+    let r = advance(&app, &id, "2024-02-01T00:00:00Z").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["test_clock"]["status"], "ready");
+}
+
+#[tokio::test]
 async fn concurrent_advances_of_one_clock_never_overlap() {
     let app = spawn_app().await;
     let id = clock(&app).await;
