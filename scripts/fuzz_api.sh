@@ -6,8 +6,11 @@
 # It builds the server, starts it on a free loopback port with a throw-away database (SQLite, or
 # PostgreSQL with FUZZ_DB=postgres), makes a merchant and a test key with the CLI, seeds two
 # webhook endpoints, a product, prices, a customer, a paid subscription session (hence a
-# subscription, an invoice, a payment intent and a saved card) and an open session so that ids
-# exist, and runs schemathesis with a fixed seed and a fixed number of examples per operation.
+# subscription, an invoice, a payment intent and a saved card), an open session, and subscriptions
+# made through the API for that card (one with nearly every field, one to update, a draft to
+# activate, two to cancel, two open invoices to pay and to void) and a customer whose saved card is
+# always declined (with an open invoice) so that ids exist, and runs schemathesis with a fixed seed
+# and a fixed number of examples per operation.
 # Besides schemathesis's verdict, a panic or an internal error in the server log, or a dropped
 # connection, fails the run.
 # Exit status: 0 when nothing failed.
@@ -194,6 +197,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import datetime, timedelta, timezone
 
 base, key, out = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -234,38 +238,92 @@ customer = api("POST", "/v1/customers", {"customer": {
     "external_id": "fuzz-seed-1", "shipping": {"line1": "1 Main St", "city": "Springfield",
                                               "postal_code": "12345", "country": "us"}}})["customer"]
 
+def pay_on_page(session, card_number, email):
+    """Fills the hosted page of `session` with a test card, submits it, and answers the session."""
+    page_url = session["redirect_url"]
+    with urllib.request.urlopen(page_url, timeout=30) as res:
+        html = res.read().decode()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html)
+    if not csrf:
+        sys.exit("seed: no csrf field on the hosted page " + page_url)
+    form = urllib.parse.urlencode({
+        "csrf": csrf.group(1), "email": email, "first_name": "Pat", "last_name": "Payer",
+        "card_number": card_number, "card_expiry": "12 / 40", "card_cvc": "123",
+        "card_postal_code": "94103"}).encode()
+    origin = urllib.parse.urlsplit(base)
+    req = urllib.request.Request(page_url, data=form, method="POST", headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Origin": f"{origin.scheme}://{origin.netloc}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as res:
+            res.read()
+    except urllib.error.HTTPError as e:
+        sys.exit(f"seed: paying {page_url} answered {e.code}")
+    return api("GET", f"/v1/checkout/sessions/{session['checkout_session_id']}")["checkout_session"]
+
+
 # A subscription session paid with the success test card on the hosted page: it makes the
 # subscription, invoice, payment intent, paying customer and saved card that the GETs can find.
-paid = api("POST", "/v1/checkout/sessions", {"checkout_session": {
+paid = pay_on_page(api("POST", "/v1/checkout/sessions", {"checkout_session": {
     "mode": "subscription", "line_items": [{"price": recurring["price_id"], "quantity": 1},
                                            {"price": one_time["price_id"], "quantity": 2}],
-    "success_url": "", "cancel_url": ""}})["checkout_session"]
-page_url = paid["redirect_url"]
-with urllib.request.urlopen(page_url, timeout=30) as res:
-    html = res.read().decode()
-csrf = re.search(r'name="csrf" value="([^"]+)"', html)
-if not csrf:
-    sys.exit("seed: no csrf field on the hosted page " + page_url)
-form = urllib.parse.urlencode({
-    "csrf": csrf.group(1), "email": "payer@example.com", "first_name": "Pat", "last_name": "Payer",
-    "card_number": "4242 4242 4242 4242", "card_expiry": "12 / 40", "card_cvc": "123",
-    "card_postal_code": "94103"}).encode()
-origin = urllib.parse.urlsplit(base)
-req = urllib.request.Request(page_url, data=form, method="POST", headers={
-    "Content-Type": "application/x-www-form-urlencoded", "Origin": f"{origin.scheme}://{origin.netloc}"})
-try:
-    with urllib.request.urlopen(req, timeout=30) as res:
-        res.read()
-except urllib.error.HTTPError as e:
-    sys.exit(f"seed: paying {page_url} answered {e.code}")
-paid = api("GET", f"/v1/checkout/sessions/{paid['checkout_session_id']}")["checkout_session"]
+    "success_url": "", "cancel_url": ""}})["checkout_session"], "4242 4242 4242 4242", "payer@example.com")
 if paid["status"] != "complete" or not paid["subscription"]:
     sys.exit(f"seed: the paid session is not complete: {json.dumps(paid)}")
+# A customer whose saved card is declined at every charge (test card ...0341), for the 402s.
+declining = pay_on_page(api("POST", "/v1/checkout/sessions", {"checkout_session": {
+    "mode": "setup", "success_url": "", "cancel_url": ""}})["checkout_session"],
+    "4000 0000 0000 0341", "declined@example.com")
+if declining["status"] != "complete" or not declining["customer"]:
+    sys.exit(f"seed: the setup session is not complete: {json.dumps(declining)}")
 
 open_session = api("POST", "/v1/checkout/sessions", {"checkout_session": {
     "mode": "payment", "line_items": [{"price": one_time["price_id"], "quantity": 3}],
     "customer": customer["customer_id"], "success_url": "https://shop.example/ok?s={CHECKOUT_SESSION_ID}",
     "cancel_url": "https://shop.example/cancel", "metadata": {"order": "42"}}})["checkout_session"]
+
+# Subscriptions made through the API (seed 002: bare bodies, bare answers), all for the paying
+# customer and its saved card, on a plan product of their own with one recurring price (so that a
+# product id as plan_id is not ambiguous; the fuzzed prices go to the product above). Each write
+# operation gets its own targets: updates cannot undo a cancel, and an invoice is paid or voided once.
+plan_product = api("POST", "/v1/products", {"product": {"name": "Fuzz plan"}})["product"]
+plan_price = api("POST", "/v1/prices", {"price": {
+    "product": plan_product["product_id"], "unit_amount": 2500, "recurring": {"interval": "monthly"}}})["price"]
+start = datetime.now(timezone.utc).replace(microsecond=0)
+phase_change = start + timedelta(days=90)
+# Nearly every field of seed 002; SEND_INVOICE, so its first invoice stays open (for /pay). No
+# commitment: the fuzzed creates try those, and a seed that fails stops the whole run.
+full = api("POST", "/v1/subscriptions", {
+    "customer_id": paid["customer"], "plan_id": plan_product["product_id"], "currency": "usd",
+    "billing_cadence": "IN_ADVANCE", "billing_period": "MONTH", "billing_period_count": 1,
+    "billing_cycle": "ANNIVERSARY", "start_date": start.isoformat(), "lookup_key": "fuzz-seed-full",
+    "metadata": {"seed": "fuzz"}, "collection_method": "SEND_INVOICE", "payment_terms": "30_NET",
+    "proration_behavior": "CREATE_PRORATIONS", "customer_timezone": "America/New_York",
+    "parent_subscription_id": paid["subscription"], "invoice_billing": "INVOICE_TO_SELF",
+    "override_line_items": [{"price_id": plan_price["price_id"], "quantity": "2"}],
+    "line_items": [{"price_id": one_time["price_id"], "quantity": 1, "display_name": "Joining fee"}],
+    "phases": [{"start_date": start.isoformat(), "end_date": phase_change.isoformat(),
+                "override_line_items": [{"price_id": plan_price["price_id"], "amount": "20.00"}]},
+               {"start_date": phase_change.isoformat()}]})
+mutable = api("POST", "/v1/subscriptions", {
+    "subscription": {"customer_id": paid["customer"], "plan_id": plan_price["price_id"],
+                     "lookup_key": "fuzz-seed-mutable"}})
+draft = api("POST", "/v1/subscriptions", {
+    "customer_id": paid["customer"], "plan_id": plan_price["price_id"], "status": "DRAFT"})
+to_cancel = [api("POST", "/v1/subscriptions", {"customer_id": paid["customer"], "plan_id": plan_price["price_id"]})
+             for _ in range(2)]
+to_void = api("POST", "/v1/subscriptions", {
+    "customer_id": paid["customer"], "plan_id": plan_price["price_id"], "collection_method": "SEND_INVOICE"})
+declined = api("POST", "/v1/subscriptions", {
+    "customer_id": declining["customer"], "plan_id": plan_price["price_id"], "collection_method": "SEND_INVOICE"})
+for name, sub, status in [("full", full, "ACTIVE"), ("mutable", mutable, "ACTIVE"), ("draft", draft, "DRAFT"),
+                          ("to_void", to_void, "ACTIVE"), ("declined", declined, "ACTIVE")] + [
+                             ("to_cancel", s, "ACTIVE") for s in to_cancel]:
+    if sub.get("subscription_status") != status:
+        sys.exit(f"seed: the {name} subscription is not {status}: {json.dumps(sub)}")
+for name, sub in [("full", full), ("to_void", to_void), ("declined", declined)]:
+    invoice = api("GET", f"/v1/invoices/{sub['latest_invoice']}")["invoice"]
+    if invoice["status"] != "open":
+        sys.exit(f"seed: the first invoice of the {name} subscription is not open: {json.dumps(invoice)}")
 
 events = api("GET", "/v1/events?limit=1")["events"]
 ids = {
@@ -276,11 +334,22 @@ ids = {
     "price_mutable": mutable_price["price_id"],
     "customer": customer["customer_id"],
     "paying_customer": paid["customer"],
+    "declining_customer": declining["customer"],
     "session_complete": paid["checkout_session_id"],
     "session_open": open_session["checkout_session_id"],
     "payment_intent": paid["payment_intent_id"],
     "subscription": paid["subscription"],
     "invoice": paid["invoice"],
+    "plan_product": plan_product["product_id"],
+    "plan_price": plan_price["price_id"],
+    "subscription_full": full["id"],
+    "subscription_mutable": mutable["id"],
+    "subscription_draft": draft["id"],
+    "subscription_cancel": to_cancel[0]["id"],
+    "subscription_cancel_2": to_cancel[1]["id"],
+    "invoice_payable": full["latest_invoice"],
+    "invoice_voidable": to_void["latest_invoice"],
+    "invoice_declining": declined["latest_invoice"],
     "event": events[0]["event_id"] if events else None,
     "webhook": webhook["webhook_id"],
     "webhook_mutable": mutable_webhook["webhook_id"],
@@ -291,21 +360,39 @@ if missing:
 with open(out, "w") as f:
     json.dump(ids, f, indent=2)
 for k, v in ids.items():
-    print(f"    {k:17} {v}")
+    print(f"    {k:21} {v}")
 PY
 run "$PYTHON" "$WORK/seed.py" "$BASE" "$API_KEY" "$WORK/ids.json"
 
 # The examples and coverage phases build requests from the document's examples: a copy of it with
 # the example ids (the seed's) replaced by the seeded ones lets those requests find real objects.
+# Some paths get their own: the write operations on subscriptions and invoices have their own targets.
 "$PYTHON" - "$SPEC" "$WORK/ids.json" "$WORK/openapi.json" <<'PY'
 import json, re, sys
-spec, ids = open(sys.argv[1]).read(), json.load(open(sys.argv[2]))
-for prefix, name in [("fprod_", "product_mutable"), ("fprice_", "price_mutable"), ("fcus_", "customer"),
-                     ("fcs_", "session_open"), ("fpi_", "payment_intent"), ("fsub_", "subscription"),
-                     ("fin_", "invoice"), ("fevt_", "event"), ("fwh_", "webhook_mutable")]:
-    spec = re.sub(prefix + r"[0-9A-HJKMNP-TV-Z]{26}\b", ids[name], spec)
-json.loads(spec)
-open(sys.argv[3], "w").write(spec)
+spec, ids = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+GENERIC = {"fprod_": "product_mutable", "fprice_": "price_mutable", "fcus_": "customer", "fcs_": "session_open",
+           "fpi_": "payment_intent", "fsub_": "subscription", "fin_": "invoice", "fevt_": "event",
+           "fwh_": "webhook_mutable"}
+BY_PATH = {
+    "/v1/subscriptions": {"fcus_": "paying_customer", "fprice_": "plan_price"},
+    "/v1/subscriptions/{subscription_id}": {"fsub_": "subscription_mutable", "fprice_": "price_recurring"},
+    "/v1/subscriptions/{subscription_id}/cancel": {"fsub_": "subscription_cancel"},
+    "/v1/invoices/{invoice_id}/pay": {"fin_": "invoice_payable"},
+    "/v1/invoices/{invoice_id}/void": {"fin_": "invoice_voidable"},
+}
+
+
+def seeded(value, names):
+    text = json.dumps(value)
+    for prefix, name in names.items():
+        text = re.sub(prefix + r"[0-9A-HJKMNP-TV-Z]{26}\b", ids[name], text)
+    return json.loads(text)
+
+
+# Once each: the seeded ids have the form of the example ids.
+spec["paths"] = {path: seeded(item, {**GENERIC, **BY_PATH.get(path, {})}) for path, item in spec["paths"].items()}
+spec["components"] = seeded(spec["components"], GENERIC)
+json.dump(spec, open(sys.argv[3], "w"), indent=2)
 PY
 
 # --- hooks: seeded ids into generated requests, and the error-envelope check ------------------
@@ -314,6 +401,8 @@ cat >"$WORK/hooks.py" <<'PY'
 import hashlib
 import json
 import os
+import re
+from datetime import datetime, timedelta, timezone
 
 import schemathesis
 from hypothesis import strategies as st
@@ -328,14 +417,31 @@ PATH_IDS = {
     "customer_id": [IDS["customer"], IDS["paying_customer"]],
     "checkout_session_id": [IDS["session_open"], IDS["session_complete"]],
     "payment_intent_id": [IDS["payment_intent"]],
-    "subscription_id": [IDS["subscription"]],
-    "invoice_id": [IDS["invoice"]],
+    "subscription_id": [IDS["subscription"], IDS["subscription_full"]],
+    "invoice_id": [IDS["invoice"], IDS["invoice_payable"]],
     "event_id": [IDS["event"]],
     "webhook_id": [IDS["webhook_mutable"], IDS["webhook"]],
+}
+# The writes that change a subscription or an invoice for good have targets of their own (the
+# seeded ones above stay as they are for the reads): an update cannot undo a cancel, an invoice is
+# paid or voided once, a draft is activated once.
+WRITE_PATH_IDS = {
+    "/v1/subscriptions/{subscription_id}": {
+        "subscription_id": [IDS["subscription_mutable"], IDS["subscription_draft"]]},
+    "/v1/subscriptions/{subscription_id}/cancel": {
+        "subscription_id": [IDS["subscription_cancel"], IDS["subscription_cancel_2"]]},
+    "/v1/invoices/{invoice_id}/pay": {
+        "invoice_id": [IDS["invoice_payable"], IDS["invoice_declining"], IDS["invoice"]]},
+    "/v1/invoices/{invoice_id}/void": {"invoice_id": [IDS["invoice_voidable"]]},
 }
 QUERY_IDS = {
     "product": [IDS["product"]],
     "customer": [IDS["customer"], IDS["paying_customer"]],
+    "customer_id": [IDS["paying_customer"], IDS["customer"]],
+    "external_customer_id": ["fuzz-seed-1"],
+    "subscription": [IDS["subscription"], IDS["subscription_full"]],
+    "plan_id": [IDS["plan_price"], IDS["price_recurring"]],
+    "lookup_key": ["fuzz-seed-full"],
     "payment_intent": [IDS["payment_intent"]],
     "object_id": [IDS["product"], IDS["session_complete"]],
     "event_id": [IDS["event"]],
@@ -349,10 +455,11 @@ def flatmap_path_parameters(context, path_parameters):
     if not isinstance(path_parameters, dict):
         return st.just(path_parameters)
     writes = context.operation is not None and context.operation.method.upper() != "GET"
+    own = WRITE_PATH_IDS.get(context.operation.path, {}) if writes else {}
     options = []
     for name, ids in PATH_IDS.items():
         if name in path_parameters:
-            ids = ids[:1] if writes and name in ("product_id", "price_id", "webhook_id") else ids
+            ids = ids[:1] if writes and name in ("product_id", "price_id", "webhook_id") else own.get(name, ids)
             options += [{**path_parameters, name: i} for i in ids]
     return st.sampled_from(options + [path_parameters])
 
@@ -371,6 +478,137 @@ def flatmap_query(context, query):
     return st.sampled_from(options)
 
 
+TIME_ZONES = ["UTC", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"]
+# A start this far back at most: every period since a start in the past is billed in the create
+# request itself, one invoice each (a daily plan from year 2000 is ~10,000 invoices, minutes with
+# the database locked; reported to the billing engine's owner). Older starts are dropped.
+MAX_BACKDATE = timedelta(days=31)
+
+
+def instant(value):
+    if not isinstance(value, str):
+        return None
+    try:
+        t = datetime.fromisoformat(value.strip().replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else None
+
+
+def money(value):
+    """A decimal string cut to what a usd amount can be (2 places, at most 99,999,999.99)."""
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]+(\.[0-9]+)?", value):
+        return value
+    whole, _, fraction = value.partition(".")
+    whole = whole.lstrip("0")[-8:] or "0"
+    return whole + ("." + fraction[:2] if fraction else "")
+
+
+def subscription_create_refs(inner, times):
+    """Seed 002's create body for the seeded customers, plan, prices and parent, with its
+    cross-field rules made to hold (customer_id or external_customer_id naming one customer,
+    overrides of prices the subscription has, each once, commitment settings with an amount,
+    back-to-back phases, INVOICE_TO_PARENT with a parent)."""
+    if inner.get("external_customer_id") is not None:
+        inner["external_customer_id"] = "fuzz-seed-1"
+        if inner.get("customer_id") is not None:
+            inner["customer_id"] = IDS["customer"]
+    else:
+        # Mostly the card that pays; sometimes the one that is declined (402 with ERROR_IF_INCOMPLETE).
+        declined = len(json.dumps(inner, sort_keys=True, default=repr)) % 5 == 0
+        inner["customer_id"] = IDS["declining_customer" if declined else "paying_customer"]
+    inner["plan_id"] = IDS["plan_product"] if len(str(inner.get("plan_id"))) % 4 == 0 else IDS["plan_price"]
+    if inner.get("currency") is not None:
+        inner["currency"] = "usd"
+    if "status" in inner:
+        inner.pop("subscription_status", None)
+    if inner.get("customer_timezone") is not None and times != "keep":
+        inner["customer_timezone"] = TIME_ZONES[len(str(inner["customer_timezone"])) % len(TIME_ZONES)]
+    if inner.get("parent_subscription_id") is not None or inner.get("invoice_billing") == "INVOICE_TO_PARENT":
+        inner["parent_subscription_id"] = IDS["subscription"]
+    if inner.get("commitment_amount") is None and any(
+            inner.get(f) not in (None, False) for f in ("commitment_duration", "overage_factor", "enable_true_up")):
+        inner["commitment_amount"] = "100.00"
+    if "commitment_amount" in inner:
+        inner["commitment_amount"] = money(inner["commitment_amount"])
+    prices = [IDS["plan_price"]]
+    if isinstance(inner.get("line_items"), list):
+        items = []
+        for n, item in enumerate(inner["line_items"]):
+            if isinstance(item, dict):
+                item = {**item, "price_id": [IDS["price_one_time"], IDS["price_recurring"]][n % 2]}
+                if item["price_id"] not in prices:
+                    prices.append(item["price_id"])
+            items.append(item)
+        inner["line_items"] = items
+
+    def overrides(value):
+        """The prices the subscription has, each once (the extra overrides are dropped)."""
+        if not isinstance(value, list):
+            return value
+        fixed = []
+        for item, price in zip(value, prices):
+            if isinstance(item, dict):
+                item = {**item, "price_id": price}
+                if "amount" in item:
+                    item["amount"] = money(item["amount"])
+            fixed.append(item)
+        return fixed
+
+    if "override_line_items" in inner:
+        inner["override_line_items"] = overrides(inner["override_line_items"])
+    now = datetime.now(timezone.utc)
+    if times == "drop":
+        for field in ("start_date", "end_date", "trial_start", "trial_end"):
+            inner.pop(field, None)
+    else:
+        for first, then in (("start_date", "end_date"), ("trial_start", "trial_end")):
+            a, b = instant(inner.get(first)), instant(inner.get(then))
+            if a is not None and b is not None and b < a:
+                inner[first], inner[then] = inner[then], inner[first]
+        for field in ("start_date", "trial_start"):
+            t = instant(inner.get(field))
+            if t is not None and t < now - MAX_BACKDATE:
+                inner.pop(field)
+    if isinstance(inner.get("phases"), list) and times != "keep":
+        # Back to back from the start (or an hour from now), 30 days each; the last one open
+        # unless it came with an end; no end_date for the subscription to fall out of.
+        phases = inner["phases"][:4]
+        begin = instant(inner.get("start_date")) or now + timedelta(hours=1)
+        fixed = []
+        for n, phase in enumerate(phases):
+            if isinstance(phase, dict):
+                phase = dict(phase)
+                if "override_line_items" in phase:
+                    phase["override_line_items"] = overrides(phase["override_line_items"])
+                phase["start_date"] = (begin + timedelta(days=30 * n)).isoformat()
+                if n + 1 < len(phases) or phase.get("end_date") is not None:
+                    phase["end_date"] = (begin + timedelta(days=30 * (n + 1))).isoformat()
+            fixed.append(phase)
+        inner["phases"] = fixed
+        inner.pop("end_date", None)
+    return inner
+
+
+def subscription_refs(body, path, times):
+    """Subscription bodies come bare (seed 002) or wrapped in {"subscription": ...}."""
+    if not isinstance(body, dict):
+        return body
+    wrapped = set(body) == {"subscription"} and isinstance(body["subscription"], dict)
+    inner = dict(body["subscription"] if wrapped else body)
+    if path == "/v1/subscriptions":
+        inner = subscription_create_refs(inner, times)
+    elif path == "/v1/subscriptions/{subscription_id}":
+        if inner.get("plan_id") is not None:
+            inner["plan_id"] = [IDS["price_recurring"], IDS["plan_price"]][len(str(inner["plan_id"])) % 2]
+        if "status" in inner:
+            inner.pop("subscription_status", None)
+        if times == "drop":
+            inner.pop("trial_end", None)
+            inner.pop("end_date", None)
+    return {"subscription": inner} if wrapped else inner
+
+
 def real_refs(body, path, times="drop"):
     """The same body pointing at objects that exist, with the cross-field rules that a schema cannot
     state (one of price/price_data, modes and their options, ...) made to hold. The session times
@@ -379,6 +617,8 @@ def real_refs(body, path, times="drop"):
     filler value 0 (so the boundary values it tests, like -2**63, still get through)."""
     if path == "/v1/events/{event_id}/retry" and isinstance(body, dict) and isinstance(body.get("webhook_id"), str):
         return {**body, "webhook_id": IDS["webhook"]}
+    if path.startswith("/v1/subscriptions"):
+        return subscription_refs(body, path, times)
     if not isinstance(body, dict) or len(body) != 1:
         return body
     key = next(iter(body))

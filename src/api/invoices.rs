@@ -74,13 +74,18 @@ async fn list(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> Resul
     Ok(json_response(StatusCode::OK, &list_body("invoices", &page)))
 }
 
-/// The action endpoints take no body (an empty JSON object is accepted).
+/// The action endpoints take no body (an empty JSON object, however spaced, is accepted).
 fn no_body(body: &[u8]) -> Result<(), ApiError> {
-    let text = std::str::from_utf8(body).unwrap_or("x").trim();
-    if text.is_empty() || text == "{}" {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request("body_unexpected", "this endpoint takes no body (or an empty JSON object)"))
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(fields)) if fields.is_empty() => Ok(()),
+        Ok(serde_json::Value::Object(fields)) => {
+            let field = fields.keys().next().cloned().unwrap_or_default();
+            Err(ApiError::invalid(field.clone(), format!("unknown field `{field}`: this endpoint takes no parameters")))
+        }
+        _ => Err(ApiError::bad_request("body_unexpected", "this endpoint takes no body (or an empty JSON object)")),
     }
 }
 

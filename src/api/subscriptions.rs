@@ -120,16 +120,16 @@ struct UpdateBody {
     #[serde(default, deserialize_with = "nullable")]
     end_date: Option<Option<String>>,
     cancel_at_period_end: Option<bool>,
-    #[serde(alias = "subscription_status")]
     status: Option<String>,
+    /// The response's name for `status`, accepted too; not both (a serde alias would refuse both
+    /// with a "duplicate field" naming no field).
+    subscription_status: Option<String>,
     plan_id: Option<String>,
     proration_behavior: Option<String>,
 }
 
 fn date(raw: &str, param: &str) -> Result<Timestamp, ApiError> {
-    Timestamp::parse_rfc3339(raw.trim()).ok_or_else(|| {
-        ApiError::invalid(param, format!("`{raw}` is not an RFC 3339 timestamp; use a form like 2024-03-20T00:00:00Z"))
-    })
+    Ok(subscription_request::instant(raw, param)?)
 }
 
 async fn update(
@@ -143,13 +143,23 @@ async fn update(
     idempotency::run(&state, &auth, &req, &body, || async {
         let id = parse_id(&path)?;
         let input: UpdateBody = parse_body(&body, "subscription", true)?;
-        let activate = match input.status.as_deref() {
+        let (status, status_param) = match (input.status.as_deref(), input.subscription_status.as_deref()) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(
+                    "subscription_status",
+                    "status and subscription_status are the same field (subscription_status is its name in the response); give one",
+                ))
+            }
+            (Some(s), None) => (Some(s), "status"),
+            (None, s) => (s, "subscription_status"),
+        };
+        let activate = match status {
             None => false,
             Some("ACTIVE") => true,
             Some(other) => {
                 return Err(ApiError::invalid(
-                    "status",
-                    format!("`{other}` cannot be set; status can only be set to `ACTIVE` (to start a DRAFT subscription). Use /cancel to end one"),
+                    status_param,
+                    format!("`{other}` cannot be set; {status_param} can only be set to `ACTIVE` (to start a DRAFT subscription). Use /cancel to end one"),
                 ))
             }
         };

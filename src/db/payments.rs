@@ -510,9 +510,11 @@ pub struct SandboxCharge {
 
 /// Records a sandbox charge unless one exists under the key; returns the one that is stored.
 pub async fn sandbox_charge(conn: &mut Conn, c: &SandboxCharge, now: Timestamp) -> Result<SandboxCharge, sqlx::Error> {
-    sqlx::query(
+    // A new key (the usual case) is answered by the insert itself; a replayed one by the stored row.
+    let inserted = sqlx::query_as::<_, SandboxCharge>(
         "INSERT INTO sandbox_charges (idempotency_key, token, amount, currency, outcome, decline_code, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING
+         RETURNING idempotency_key, token, amount, currency, outcome, decline_code",
     )
     .bind(&c.idempotency_key)
     .bind(&c.token)
@@ -521,8 +523,11 @@ pub async fn sandbox_charge(conn: &mut Conn, c: &SandboxCharge, now: Timestamp) 
     .bind(&c.outcome)
     .bind(c.decline_code.as_deref())
     .bind(now.micros())
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
+    if let Some(stored) = inserted {
+        return Ok(stored);
+    }
     sqlx::query_as::<_, SandboxCharge>(
         "SELECT idempotency_key, token, amount, currency, outcome, decline_code FROM sandbox_charges
          WHERE idempotency_key = $1",

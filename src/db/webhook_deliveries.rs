@@ -22,6 +22,39 @@ pub fn subscribed(events_json: &str, event_type: &str) -> bool {
         .unwrap_or(false)
 }
 
+type Endpoints = Vec<(String, String)>;
+
+tokio::task_local! {
+    /// Inside [`with_endpoints_read_once`]: each owner's enabled endpoints (id, events), as first read.
+    static ENDPOINTS: std::cell::RefCell<std::collections::HashMap<(String, i64), Endpoints>>;
+}
+
+/// Runs `work`, which emits many events in one transaction (a billing pass), reading each owner's
+/// enabled endpoints once, at its first event, instead of once per event. Wrap exactly one
+/// transaction: the list holds from that read to the commit (on SQLite, which has one writer at a
+/// time, nothing can change it in between; on PostgreSQL an endpoint added by another transaction
+/// meanwhile gets the events of transactions that begin after it, as with any transaction that
+/// read the list before it committed).
+pub async fn with_endpoints_read_once<F: std::future::Future>(work: F) -> F::Output {
+    ENDPOINTS.scope(std::cell::RefCell::new(std::collections::HashMap::new()), work).await
+}
+
+async fn read_endpoints(
+    conn: &mut Conn,
+    owner: &Owner,
+    endpoint: Option<&WebhookEndpointId>,
+) -> Result<Endpoints, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, events FROM webhook_endpoints
+         WHERE merchant_id = $1 AND livemode = $2 AND status = 'enabled' AND ($3 = '' OR id = $3)",
+    )
+    .bind(owner.merchant_id.as_str())
+    .bind(owner.mode.as_flag())
+    .bind(endpoint.map(|e| e.as_str()).unwrap_or(""))
+    .fetch_all(&mut *conn)
+    .await
+}
+
 /// Queues `event` for every enabled endpoint of `owner` subscribed to its type (or only for
 /// `endpoint`, for a retry). Call in the transaction that writes the event. Returns how many.
 pub async fn enqueue_for_event(
@@ -32,15 +65,20 @@ pub async fn enqueue_for_event(
     endpoint: Option<&WebhookEndpointId>,
     now: Timestamp,
 ) -> Result<usize, sqlx::Error> {
-    let endpoints: Vec<(String, String)> = sqlx::query_as(
-        "SELECT id, events FROM webhook_endpoints
-         WHERE merchant_id = $1 AND livemode = $2 AND status = 'enabled' AND ($3 = '' OR id = $3)",
-    )
-    .bind(owner.merchant_id.as_str())
-    .bind(owner.mode.as_flag())
-    .bind(endpoint.map(|e| e.as_str()).unwrap_or(""))
-    .fetch_all(&mut *conn)
-    .await?;
+    let key = (owner.merchant_id.to_string(), owner.mode.as_flag());
+    let cached = match endpoint {
+        None => ENDPOINTS.try_with(|c| c.borrow().get(&key).cloned()).ok(),
+        Some(_) => None,
+    };
+    let endpoints = match cached {
+        Some(Some(list)) => list,
+        Some(None) => {
+            let list = read_endpoints(conn, owner, None).await?;
+            ENDPOINTS.with(|c| c.borrow_mut().insert(key, list.clone()));
+            list
+        }
+        None => read_endpoints(conn, owner, endpoint).await?,
+    };
     let mut queued = 0;
     for (endpoint_id, events) in endpoints {
         // A retry to one endpoint goes there whatever it subscribes to now.

@@ -135,9 +135,10 @@ pub struct CreateSubscriptionRequest {
     pub metadata: Value,
     pub collection_method: Option<String>,
     pub payment_behavior: Option<String>,
-    /// The initial status; `subscription_status` (the response's name) is accepted too.
-    #[serde(alias = "subscription_status")]
+    /// The initial status.
     pub status: Option<String>,
+    /// The response's name for `status`, accepted too (not both: see [`initial_status`]).
+    pub subscription_status: Option<String>,
     /// Decimal string, major units: `"1000.00"`.
     #[serde(default)]
     pub commitment_amount: Value,
@@ -456,7 +457,7 @@ pub fn parse(raw: CreateSubscriptionRequest) -> Result<NewSubscription, FieldErr
         .unwrap_or(CollectionMethod::ChargeAutomatically);
     let payment_behavior = enum_or(raw.payment_behavior.as_deref(), "payment_behavior", PaymentBehavior::parse)?
         .unwrap_or(PaymentBehavior::DefaultActive);
-    let status = enum_or(raw.status.as_deref(), "status", InitialStatus::parse)?.unwrap_or(InitialStatus::Active);
+    let status = initial_status(raw.status.as_deref(), raw.subscription_status.as_deref())?;
 
     let commitment = commitment(&raw, currency)?;
     let proration_behavior =
@@ -526,6 +527,22 @@ fn enum_or<T>(
     raw.map(|r| parse(r, param)).transpose()
 }
 
+/// `status`, or `subscription_status` (the response's name for it); one of them, not both (a
+/// serde alias would refuse both with a "duplicate field" naming no field).
+fn initial_status(status: Option<&str>, subscription_status: Option<&str>) -> Result<InitialStatus, FieldError> {
+    let (raw, param) = match (status, subscription_status) {
+        (Some(_), Some(_)) => {
+            return Err(FieldError::new(
+                "subscription_status",
+                "status and subscription_status are the same field (subscription_status is its name in the response); give one",
+            ))
+        }
+        (Some(s), None) => (Some(s), "status"),
+        (None, s) => (s, "subscription_status"),
+    };
+    Ok(enum_or(raw, param, InitialStatus::parse)?.unwrap_or(InitialStatus::Active))
+}
+
 fn customer(id: Option<&str>, external: Option<&str>) -> Result<CustomerRef, FieldError> {
     let id = id.map(|v| text::optional_text(v, "customer_id", ID_MAX)).transpose()?.flatten();
     let external = external
@@ -562,12 +579,27 @@ fn period_count(value: i64) -> Result<u32, FieldError> {
 }
 
 fn date(raw: Option<&str>, param: &str) -> Result<Option<Timestamp>, FieldError> {
-    raw.map(|r| {
-        Timestamp::parse_rfc3339(r.trim()).ok_or_else(|| {
-            FieldError::new(param, format!("`{r}` is not an RFC 3339 timestamp; use a form like 2024-03-20T00:00:00Z"))
-        })
-    })
-    .transpose()
+    raw.map(|r| instant(r, param)).transpose()
+}
+
+/// 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z, in microseconds since the Unix epoch.
+const FIRST_INSTANT_MICROS: i64 = -62_167_219_200 * Timestamp::MICROS_PER_SECOND;
+const END_OF_INSTANTS_MICROS: i64 = 253_402_300_800 * Timestamp::MICROS_PER_SECOND;
+
+/// An RFC 3339 timestamp (any offset) whose instant is one in UTC too, years 0000 to 9999: an
+/// offset can move a date past either end (`9999-12-31T23:59:59-01:00` is in year 10000), and such
+/// an instant can be neither shown nor billed as given.
+pub fn instant(raw: &str, param: &str) -> Result<Timestamp, FieldError> {
+    let t = Timestamp::parse_rfc3339(raw.trim()).ok_or_else(|| {
+        FieldError::new(param, format!("`{raw}` is not an RFC 3339 timestamp; use a form like 2024-03-20T00:00:00Z"))
+    })?;
+    if !(FIRST_INSTANT_MICROS..END_OF_INSTANTS_MICROS).contains(&t.micros()) {
+        return Err(FieldError::new(
+            param,
+            format!("`{raw}` is out of range: in UTC it must fall in the years 0000 to 9999"),
+        ));
+    }
+    Ok(t)
 }
 
 /// An IANA zone name known to the bundled tz database, in its canonical spelling.
@@ -912,6 +944,12 @@ mod tests {
     #[test]
     fn the_response_name_subscription_status_is_accepted_for_status() {
         assert_eq!(with(json!({"subscription_status": "INCOMPLETE"})).unwrap().status, InitialStatus::Incomplete);
+        assert_eq!(param_of(json!({"subscription_status": "TRIALING"})), "subscription_status");
+        // One or the other; null is not given.
+        let err = with(json!({"status": "DRAFT", "subscription_status": "DRAFT"})).unwrap_err();
+        assert_eq!(err.param, "subscription_status");
+        assert!(err.message.contains("give one"), "{}", err.message);
+        assert_eq!(with(json!({"status": null, "subscription_status": "DRAFT"})).unwrap().status, InitialStatus::Draft);
     }
 
     #[test]
@@ -1003,6 +1041,28 @@ mod tests {
         assert_eq!(param_of(json!({"start_date": "yesterday"})), "start_date");
         let sub = with(json!({"start_date": "2024-03-20T05:30:00+05:30"})).unwrap();
         assert_eq!(sub.start_date.unwrap().rfc3339(), "2024-03-20T00:00:00Z");
+    }
+
+    #[test]
+    fn instants_must_be_rfc3339_dates_in_utc_too() {
+        // The offset moves these past year 9999 or before year 0000 in UTC.
+        for (field, bad) in [
+            ("start_date", "9999-12-31T23:59:59-23:59"),
+            ("end_date", "9999-12-31T20:00:00-04:00"),
+            ("trial_start", "0000-01-01T00:00:00+00:01"),
+            ("trial_end", "9999-12-31T23:59:59.999999-00:01"),
+        ] {
+            let err = with(json!({ field: bad })).unwrap_err();
+            assert_eq!(err.param, field, "{bad}");
+            assert!(err.message.contains("years 0000 to 9999"), "{}", err.message);
+        }
+        let phases =
+            json!({"phases": [{"start_date": "2030-01-01T00:00:00Z", "end_date": "9999-12-31T23:00:00-01:00"}]});
+        assert_eq!(param_of(phases), "phases[0].end_date");
+        // The ends themselves are fine for the parser (the flow says what it can bill).
+        assert_eq!(instant("9999-12-31T23:59:59.999999Z", "x").unwrap().rfc3339(), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(instant("0000-01-01T00:00:00Z", "x").unwrap().rfc3339(), "0000-01-01T00:00:00Z");
+        assert_eq!(instant(" 2024-03-20T05:30:00+05:30 ", "x").unwrap().rfc3339(), "2024-03-20T00:00:00Z");
     }
 
     #[test]

@@ -397,8 +397,19 @@ pub async fn step(
 ) -> Result<Option<Vec<ChargeJob>>, FlowError> {
     let mut effects = Effects::default();
     plan_step(state, conn, &mut sub, at, &mut effects).await?;
+    lease_from(state, &mut effects, at);
     sub.engine.next_action_at = next_action(&sub);
     commit_step(conn, owner, &mut sub, effects).await
+}
+
+/// The invoices a step charges hold their lease from the step's time, not from their own date: a
+/// period that began before this pass (a backlog, a restart) is invoiced with its date but charged
+/// now, and a lease that had already run out would let another instance claim the attempt while it
+/// is at the gateway.
+fn lease_from(state: &AppState, effects: &mut Effects, at: Timestamp) {
+    for invoice in effects.invoices.iter_mut().filter(|i| i.collection.charging) {
+        invoice.next_payment_attempt = Some(at.plus_seconds(state.settings.payment_stale_seconds));
+    }
 }
 
 /// The first step of a subscription just written in the same transaction (its first invoice).
@@ -414,6 +425,7 @@ pub async fn first_step(
 ) -> Result<Vec<ChargeJob>, FlowError> {
     let mut effects = Effects::default();
     plan_step(state, conn, &mut sub, at, &mut effects).await?;
+    lease_from(state, &mut effects, at);
     sub.engine.next_action_at = next_action(&sub);
     if hold_events {
         effects.events.retain(|e| !matches!(e, Pending::Invoice { .. }));
@@ -683,6 +695,8 @@ pub async fn settle(
     });
     invoice.collection.charging = false;
     let mut pi = payment_intent_of(conn, &owner, &invoice, at).await?;
+    // Whether `pi` is the stored one the invoice names (otherwise its id is new).
+    let pi_stored = invoice.payment_intent.as_ref() == Some(&pi.payment_intent_id);
     let mut effects = Effects::default();
     let mut invoice_events: Vec<&'static str> = Vec::new();
     let mut sub_after = sub.clone();
@@ -773,7 +787,7 @@ pub async fn settle(
     }
     let gateway_name = gateway_ref.as_ref().map(|g| g.0.as_str());
     let charge_ref = gateway_ref.as_ref().map(|g| g.1.as_str());
-    if invoice.attempt_count == 1 && !pi_exists(conn, &pi.payment_intent_id).await? {
+    if invoice.attempt_count == 1 && !pi_stored {
         db::payments::insert_payment_intent(
             conn,
             &owner,
@@ -816,14 +830,6 @@ pub async fn settle(
 
 fn gateway_for(state: &AppState, owner: &Owner) -> &'static str {
     state.gateways.for_mode(owner.mode).map_or("none", |g| g.name())
-}
-
-async fn pi_exists(conn: &mut Conn, id: &PaymentIntentId) -> Result<bool, sqlx::Error> {
-    let n = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM payment_intents WHERE id = $1")
-        .bind(id.as_str())
-        .fetch_one(conn)
-        .await?;
-    Ok(n > 0)
 }
 
 /// The invoice's payment intent (one per invoice, over all its attempts), or a new one.
@@ -947,13 +953,17 @@ async fn charge_and_settle(state: &AppState, jobs: Vec<ChargeJob>, at: Timestamp
         .await;
     let mut tx = state.db.begin().await?;
     let mut n = 0;
-    for (job, result) in &results {
-        if let Some(result) = result {
-            if settle(state, &mut tx, job, result, at).await? {
-                n += 1;
+    db::webhook_deliveries::with_endpoints_read_once(async {
+        for (job, result) in &results {
+            if let Some(result) = result {
+                if settle(state, &mut tx, job, result, at).await? {
+                    n += 1;
+                }
             }
         }
-    }
+        Ok::<_, FlowError>(())
+    })
+    .await?;
     tx.commit().await?;
     Ok(n)
 }
@@ -974,12 +984,17 @@ pub async fn run_due(state: &AppState, limit: i64) -> Result<usize, FlowError> {
     let mut jobs = Vec::new();
     if !subs.is_empty() {
         let mut tx = state.db.begin().await?;
-        for (owner, sub) in subs {
-            if let Some(charges) = step(state, &mut tx, &owner, sub, now).await? {
-                handled += 1;
-                jobs.extend(charges);
+        // Each merchant's webhook endpoints are read once for all of the transaction's events.
+        db::webhook_deliveries::with_endpoints_read_once(async {
+            for (owner, sub) in subs {
+                if let Some(charges) = step(state, &mut tx, &owner, sub, now).await? {
+                    handled += 1;
+                    jobs.extend(charges);
+                }
             }
-        }
+            Ok::<_, FlowError>(())
+        })
+        .await?;
         tx.commit().await?;
     }
     handled += charge_and_settle(state, jobs, now).await?;

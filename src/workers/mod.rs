@@ -16,10 +16,21 @@ use crate::state::AppState;
 pub const TICK: Duration = Duration::from_secs(5);
 /// How often due webhook deliveries are looked for.
 pub const WEBHOOK_TICK: Duration = Duration::from_secs(1);
+/// How long one round keeps taking billing passes while they come back full, so that a backlog
+/// (every calendar subscription renewing at midnight on the 1st) is worked off at the engine's
+/// pace instead of one batch per `TICK`, while the other workers still get their turn.
+pub const BILLING_BUDGET: Duration = Duration::from_secs(4);
 
-/// One pass of every worker; returns how many sessions, payments and refunds were settled. Tests
-/// call this directly instead of waiting for the timer.
+/// One pass of every worker (billing: passes while they come back full, see [`BILLING_BUDGET`]);
+/// returns how many sessions, payments and refunds were settled. Tests call this directly instead
+/// of waiting for the timer.
 pub async fn run_once(state: &AppState) -> usize {
+    round(state).await.0
+}
+
+/// One round of every worker: what was handled, and whether billing stopped at its budget with
+/// work still due.
+async fn round(state: &AppState) -> (usize, bool) {
     let mut handled = 0;
     match checkout::expire_due(state, 200).await {
         Ok(n) => handled += n,
@@ -29,17 +40,40 @@ pub async fn run_once(state: &AppState) -> usize {
         Ok(n) => handled += n,
         Err(e) => tracing::warn!(error = ?e, "payment reconciliation pass failed"),
     }
-    match billing::run_due(state, billing::BATCH).await {
-        Ok(n) => handled += n,
-        Err(e) => tracing::warn!(error = ?e, "billing pass failed"),
-    }
+    let (billed, backlog) = bill(state).await;
+    handled += billed;
     match refunds::retry_pending(state, 100).await {
         Ok(n) => handled += n,
         Err(e) => tracing::warn!(error = ?e, "pending refund pass failed"),
     }
     deliver_webhooks(state).await;
     clean_up(state).await;
-    handled
+    (handled, backlog)
+}
+
+/// Billing passes, one after another while each handles at least a batch (more is probably due),
+/// for at most `BILLING_BUDGET`. Returns what they handled and whether the budget cut them short.
+/// Another instance working the same rows makes a pass come back short, which ends the loop.
+async fn bill(state: &AppState) -> (usize, bool) {
+    let started = std::time::Instant::now();
+    let mut handled = 0;
+    loop {
+        match billing::run_due(state, billing::BATCH).await {
+            Ok(n) => {
+                handled += n;
+                if n < billing::BATCH as usize {
+                    return (handled, false);
+                }
+                if started.elapsed() >= BILLING_BUDGET {
+                    return (handled, true);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, "billing pass failed");
+                return (handled, false);
+            }
+        }
+    }
 }
 
 /// One pass of webhook delivery; returns how many tries were made.
@@ -68,13 +102,14 @@ async fn clean_up(state: &AppState) {
 }
 
 /// Runs the workers until `stop` turns true; stops between passes, never inside one. Webhooks are
-/// looked for every second (merchants wait for them), everything else every `TICK`.
+/// looked for every second (merchants wait for them), everything else every `TICK`, or after the
+/// next webhook tick while billing has a backlog.
 pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     let mut last_full = None::<tokio::time::Instant>;
     loop {
         if last_full.is_none_or(|t| t.elapsed() >= TICK) {
-            run_once(&state).await;
-            last_full = Some(tokio::time::Instant::now());
+            let (_, backlog) = round(&state).await;
+            last_full = (!backlog).then(tokio::time::Instant::now);
         } else {
             deliver_webhooks(&state).await;
         }
