@@ -281,10 +281,11 @@ open_session = api("POST", "/v1/checkout/sessions", {"checkout_session": {
     "customer": customer["customer_id"], "success_url": "https://shop.example/ok?s={CHECKOUT_SESSION_ID}",
     "cancel_url": "https://shop.example/cancel", "metadata": {"order": "42"}}})["checkout_session"]
 
-# Subscriptions made through the API (seed 002: bare bodies, bare answers), all for the paying
-# customer and its saved card, on a plan product of their own with one recurring price (so that a
-# product id as plan_id is not ambiguous; the fuzzed prices go to the product above). Each write
-# operation gets its own targets: updates cannot undo a cancel, and an invoice is paid or voided once.
+# Subscriptions made through the API (seed 002: bare bodies, bare answers), for the paying
+# customer's card (and one open invoice for the declined card), on a plan product of their own with
+# one recurring price (so that a product id as plan_id is not ambiguous; the fuzzed prices go to the
+# product above). Each write operation gets its own targets: updates cannot undo a cancel, and an
+# invoice is paid or voided once.
 plan_product = api("POST", "/v1/products", {"product": {"name": "Fuzz plan"}})["product"]
 plan_price = api("POST", "/v1/prices", {"price": {
     "product": plan_product["product_id"], "unit_amount": 2500, "recurring": {"interval": "monthly"}}})["price"]

@@ -904,7 +904,7 @@ pub async fn billed_in_window(
     to: Timestamp,
 ) -> Result<i64, sqlx::Error> {
     let v = sqlx::query_scalar::<_, Option<i64>>(
-        "SELECT SUM(l.amount) FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
+        "SELECT CAST(SUM(l.amount) AS BIGINT) FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
          WHERE i.subscription_id = $1 AND i.status <> 'void' AND l.kind = 'item'
             AND l.period_start >= $2 AND l.period_start < $3 AND l.period_end > l.period_start",
     )

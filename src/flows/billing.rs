@@ -101,6 +101,7 @@ pub struct ChargeJob {
 /// Writes `sub` (conditionally) and then its effects. Returns the charges to make, or `None` when
 /// another writer changed the subscription first (nothing is written then).
 async fn commit_step(
+    state: &AppState,
     conn: &mut Conn,
     owner: &Owner,
     sub: &mut Subscription,
@@ -123,7 +124,7 @@ async fn commit_step(
         }
     }
     for id in &effects.voided {
-        void(conn, owner, id, sub.updated_at).await?;
+        void(state, conn, owner, id, sub.updated_at).await?;
     }
     emit_all(conn, owner, &effects).await?;
     Ok(Some(charges))
@@ -399,7 +400,7 @@ pub async fn step(
     plan_step(state, conn, &mut sub, at, &mut effects).await?;
     lease_from(state, &mut effects, at);
     sub.engine.next_action_at = next_action(&sub);
-    commit_step(conn, owner, &mut sub, effects).await
+    commit_step(state, conn, owner, &mut sub, effects).await
 }
 
 /// The invoices a step charges hold their lease from the step's time, not from their own date: a
@@ -430,7 +431,7 @@ pub async fn first_step(
     if hold_events {
         effects.events.retain(|e| !matches!(e, Pending::Invoice { .. }));
     }
-    commit_step(conn, owner, &mut sub, effects)
+    commit_step(state, conn, owner, &mut sub, effects)
         .await?
         .ok_or_else(|| FlowError::Internal(anyhow::anyhow!("a new subscription changed in its own transaction")))
 }
@@ -897,8 +898,16 @@ async fn delete_unborn(conn: &mut Conn, sub: Option<&SubscriptionId>, invoice: &
 }
 
 /// Marks an open or draft invoice void (no more attempts) with `invoice.voided`.
-pub async fn void(conn: &mut Conn, owner: &Owner, id: &InvoiceId, at: Timestamp) -> Result<bool, FlowError> {
-    let Some((_, mut invoice)) = db::subscriptions::get_invoice_any(conn, id, "").await? else { return Ok(false) };
+pub async fn void(
+    state: &AppState,
+    conn: &mut Conn,
+    owner: &Owner,
+    id: &InvoiceId,
+    at: Timestamp,
+) -> Result<bool, FlowError> {
+    let Some((_, mut invoice)) = db::subscriptions::get_invoice_any(conn, id, &state.settings.public_url).await? else {
+        return Ok(false);
+    };
     if !matches!(invoice.status, InvoiceStatus::Open | InvoiceStatus::Draft) || invoice.collection.charging {
         return Ok(false);
     }

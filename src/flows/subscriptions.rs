@@ -24,6 +24,9 @@ use crate::flows::billing::{self, AttemptResult, ChargeJob};
 use crate::flows::{events, FlowError};
 use crate::state::AppState;
 
+/// Elapsed periods a backdated `start_date` may bill when the subscription is made.
+pub const MAX_BACKDATED_PERIODS: usize = 100;
+
 fn invalid(param: &str, message: impl Into<String>) -> FlowError {
     FlowError::Invalid(FieldError::new(param, message))
 }
@@ -305,6 +308,19 @@ pub async fn create(state: &AppState, owner: &Owner, req: NewSubscription) -> Re
     let first =
         schedule.periods().next().ok_or_else(|| invalid("start_date", "dates are out of the supported range"))?;
     let in_trial = first.kind == PeriodKind::Trial;
+    // A start in the past bills every elapsed period at once, in the request; a bound keeps that a
+    // deliberate backdate rather than years of daily invoices.
+    let elapsed = schedule
+        .periods()
+        .take_while(|p| Timestamp::from_datetime(p.start) <= now)
+        .take(MAX_BACKDATED_PERIODS + 1)
+        .count();
+    if elapsed > MAX_BACKDATED_PERIODS {
+        return Err(invalid(
+            "start_date",
+            format!("start_date is more than {MAX_BACKDATED_PERIODS} billing periods in the past; every elapsed period would be invoiced now. Use a later start_date"),
+        ));
+    }
 
     // Who pays, and with which card.
     let payer_customer = match (&parent, req.invoice_billing) {
@@ -792,7 +808,7 @@ pub async fn cancel(
                 continue;
             }
             for invoice in db::subscriptions::open_invoices_of(&mut tx, &sub.id).await? {
-                billing::void(&mut tx, owner, &invoice, now).await?;
+                billing::void(state, &mut tx, owner, &invoice, now).await?;
             }
             let sid = sub.id.as_str();
             events::emit(&mut tx, owner, "customer.subscription.updated", "subscription", sid, &sub, now).await?;
@@ -975,7 +991,7 @@ pub async fn void_invoice(state: &AppState, owner: &Owner, id: &InvoiceId) -> Re
         });
     }
     let now = billing::now_on(state, &mut tx, invoice.collection.test_clock.as_ref()).await?;
-    if !billing::void(&mut tx, owner, id, now).await? {
+    if !billing::void(state, &mut tx, owner, id, now).await? {
         return Err(FlowError::Conflict {
             code: "invoice_changed",
             message: format!("invoice {id} changed while it was being voided; retry"),

@@ -112,15 +112,11 @@ struct CheckoutPage {
 
 impl CheckoutPage {
     fn error(&self, field: &str) -> Option<&str> {
-        self.errors.iter().find(|e| e.param == field).map(|e| e.message.as_str())
+        super::field_error(&self.errors, field)
     }
 
     fn invalid(&self, field: &str) -> &'static str {
-        if self.error(field).is_some() {
-            "true"
-        } else {
-            "false"
-        }
+        super::aria_invalid(&self.errors, field)
     }
 }
 

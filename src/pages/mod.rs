@@ -164,6 +164,20 @@ pub async fn read_form(mut payload: web::Payload, limit: usize) -> Result<web::B
 type HmacSha256 = Hmac<Sha256>;
 
 /// The CSRF token for forms about `subject` (a session id): an HMAC under the server's page key.
+/// The message of a form's error for `field`, for the templates' `aria-describedby` notes.
+pub fn field_error<'a>(errors: &'a [crate::domain::FieldError], field: &str) -> Option<&'a str> {
+    errors.iter().find(|e| e.param == field).map(|e| e.message.as_str())
+}
+
+/// `aria-invalid` for `field`: "true" when the form has an error for it.
+pub fn aria_invalid(errors: &[crate::domain::FieldError], field: &str) -> &'static str {
+    if field_error(errors, field).is_some() {
+        "true"
+    } else {
+        "false"
+    }
+}
+
 pub fn csrf_token(key: &[u8], subject: &str) -> String {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(b"csrf:");

@@ -313,6 +313,11 @@ async fn malformed_subscription_requests_name_the_field_and_write_nothing() {
         (json!({"customer_id": customer, "plan_id": price, "billing_cycle": "MONTHLY"}), "billing_cycle"),
         (json!({"customer_id": customer, "plan_id": price, "payment_terms": "10_NET"}), "payment_terms"),
         (json!({"customer_id": customer, "plan_id": price, "plan": "x"}), "plan"),
+        // Backdated by more than 100 periods: refused rather than billing 9,000 days at once.
+        (
+            json!({"customer_id": customer, "plan_id": price, "billing_period": "DAY", "start_date": "2000-01-01T00:00:00Z"}),
+            "start_date",
+        ),
     ];
     for (body, param) in cases {
         let r = app.post("/v1/subscriptions", body.clone()).await;
