@@ -200,7 +200,8 @@ async fn deliveries_are_signed_the_standard_webhooks_way_and_verified_by_its_lib
     }
 
     let mut tampered = got[0].clone();
-    tampered.body = tampered.body.replace("Kettlebell", "Kettlebe11");
+    // Deliveries arrive in no set order, so the tampering must not depend on which event this is.
+    tampered.body.insert(1, ' ');
     let mut wrong_id = got[1].clone();
     for (k, v) in wrong_id.headers.iter_mut() {
         if k.eq_ignore_ascii_case("webhook-id") {
