@@ -2,6 +2,7 @@
 //! idempotency, pagination, and one file per resource.
 
 pub mod auth;
+pub mod billing_settings;
 pub mod checkout_sessions;
 pub mod customers;
 pub mod events;
@@ -42,6 +43,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(events::routes)
             .configure(webhooks::routes)
             .configure(test_clocks::routes)
+            .configure(billing_settings::routes)
             .default_service(web::to(not_found)),
     )
     .configure(stripe_webhook::routes);

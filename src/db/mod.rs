@@ -3,6 +3,7 @@
 //! sqlx's `Any` driver, so they use only `$n` placeholders, BIGINT, TEXT and portable syntax.
 
 pub mod api_keys;
+pub mod billing_settings;
 pub mod checkout_sessions;
 pub mod customers;
 pub mod events;

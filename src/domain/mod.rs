@@ -2,6 +2,7 @@
 //! into these types once, at the edge, and the rest of the program trusts them.
 
 pub mod billing_period;
+pub mod billing_settings;
 pub mod card;
 pub mod checkout_session;
 pub mod consultation;

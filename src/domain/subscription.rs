@@ -157,6 +157,12 @@ impl Subscription {
             SubscriptionStatus::Trialing | SubscriptionStatus::Active | SubscriptionStatus::PastDue
         )
     }
+
+    /// Whether its periods still roll over and get invoiced: live, or `UNPAID` (invoiced, but
+    /// nothing is charged automatically until the customer pays).
+    pub fn renews(&self) -> bool {
+        self.is_live() || self.subscription_status == SubscriptionStatus::Unpaid
+    }
 }
 
 wire_enum!(InvoiceStatus {

@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::db::subscriptions::InvoiceVersion;
 use crate::db::{self, Conn};
 use crate::domain::billing_period::{Period, PeriodKind};
+use crate::domain::billing_settings::AfterFinalFailure;
 use crate::domain::ids::{InvoiceId, PaymentIntentId, PaymentMethodId, SubscriptionId, TestClockId};
 use crate::domain::invoicing::{self, INCOMPLETE_SECONDS, MAX_ATTEMPTS, REMINDER_SECONDS};
 use crate::domain::payment::{DeclineCode, PaymentError, PaymentIntent, PaymentIntentStatus};
@@ -214,7 +215,8 @@ async fn build_invoice(
     let zone = crate::domain::billing_period::Zone::named(&sub.customer_timezone)
         .unwrap_or_else(crate::domain::billing_period::Zone::utc);
     let automatic = sub.collection_method == CollectionMethod::ChargeAutomatically;
-    let charging = automatic && amount_due > 0 && f.charge;
+    // An `UNPAID` subscription's invoices wait for the customer (hosted page, `/pay`).
+    let charging = automatic && amount_due > 0 && f.charge && sub.subscription_status != SubscriptionStatus::Unpaid;
     let id = InvoiceId::generate();
     Ok(Invoice {
         hosted_invoice_url: Some(hosted_url(state, &id)),
@@ -257,7 +259,7 @@ pub async fn update_invoice(
     let amount_due = invoicing::total(&lines).max(0);
     let (customer, payment_method) = payer(conn, sub).await?;
     let automatic = sub.collection_method == CollectionMethod::ChargeAutomatically;
-    let charging = automatic && amount_due > 0;
+    let charging = automatic && amount_due > 0 && sub.subscription_status != SubscriptionStatus::Unpaid;
     let zone = crate::domain::billing_period::Zone::named(&sub.customer_timezone)
         .unwrap_or_else(crate::domain::billing_period::Zone::utc);
     let id = InvoiceId::generate();
@@ -328,7 +330,7 @@ pub fn next_action(sub: &Subscription) -> Option<Timestamp> {
     let mut times = Vec::new();
     match sub.subscription_status {
         SubscriptionStatus::Incomplete => times.push(sub.created_at.plus_seconds(INCOMPLETE_SECONDS)),
-        _ if sub.is_live() => {
+        _ if sub.renews() => {
             if !sub.engine.cycle_invoiced {
                 times.push(sub.current_period_start);
             }
@@ -504,7 +506,7 @@ async fn plan_step(
         return Ok(());
     };
     for _ in 0..100_000 {
-        if !sub.is_live() {
+        if !sub.renews() {
             return Ok(());
         }
         // The reminders first: they fall before the period end they announce.
@@ -773,8 +775,13 @@ pub async fn settle(
                 // A customer's failed try on the page at a SEND_INVOICE invoice is not dunning.
                 if !incomplete && automatic && s.is_live() {
                     if last {
-                        s.canceled_at = Some(at);
-                        set_status(s, &mut effects, SubscriptionStatus::Canceled, at);
+                        match db::billing_settings::get(conn, &owner).await?.after_final_failure {
+                            AfterFinalFailure::Unpaid => set_status(s, &mut effects, SubscriptionStatus::Unpaid, at),
+                            AfterFinalFailure::Canceled => {
+                                s.canceled_at = Some(at);
+                                set_status(s, &mut effects, SubscriptionStatus::Canceled, at);
+                            }
+                        }
                     } else {
                         set_status(s, &mut effects, SubscriptionStatus::PastDue, at);
                     }
@@ -919,6 +926,18 @@ pub async fn void(
     }
     events::emit(conn, owner, "invoice.voided", "invoice", id.as_str(), &invoice, at).await?;
     Ok(true)
+}
+
+/// Opens an `uncollectible` invoice again for a payment the customer makes: the engine gave up
+/// collecting, the customer has not, and `settle` decides how it stands after the attempt. `false`
+/// when another writer changed the invoice first.
+pub async fn reopen_for_payment(conn: &mut Conn, invoice: &mut Invoice, at: Timestamp) -> Result<bool, FlowError> {
+    if invoice.status != InvoiceStatus::Uncollectible {
+        return Ok(true);
+    }
+    let expected = InvoiceVersion::of(invoice, at);
+    invoice.status = InvoiceStatus::Open;
+    Ok(db::subscriptions::save_invoice(conn, invoice, &expected).await?)
 }
 
 /// Takes the next attempt on a due invoice (or the attempt whose lease ran out, under its own

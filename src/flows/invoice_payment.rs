@@ -12,7 +12,6 @@
 
 use std::time::Duration;
 
-use crate::db::subscriptions::InvoiceVersion;
 use crate::db::{self, Conn};
 use crate::domain::card::CardInput;
 use crate::domain::customer::Customer;
@@ -195,15 +194,9 @@ async fn pay_inner(state: &AppState, id: &InvoiceId, card: CardInput) -> Result<
             return wait_for_other_payment(state, id).await;
         }
         let now = billing::now_on(state, &mut tx, invoice.collection.test_clock.as_ref()).await?;
-        if invoice.status == InvoiceStatus::Uncollectible {
-            // The engine gave up collecting, the customer has not: the invoice is open again for
-            // this attempt, and `settle` decides how it stands after it.
-            let expected = InvoiceVersion::of(&invoice, now);
-            invoice.status = InvoiceStatus::Open;
-            if !db::subscriptions::save_invoice(&mut tx, &invoice, &expected).await? {
-                drop(tx);
-                return wait_for_other_payment(state, id).await;
-            }
+        if !billing::reopen_for_payment(&mut tx, &mut invoice, now).await? {
+            drop(tx);
+            return wait_for_other_payment(state, id).await;
         }
         let customer = db::customers::get(&mut tx, &owner, &invoice.customer).await?;
         let pm = saved_payment_method(&owner, &invoice, customer.as_ref(), &saved, postal_code, now);

@@ -2,6 +2,7 @@
 //! use case changes, and the events that report it, commit together or not at all.
 
 pub mod billing;
+pub mod billing_settings;
 pub mod card_setup;
 pub mod catalog;
 pub mod checkout;

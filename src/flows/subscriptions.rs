@@ -883,7 +883,9 @@ pub async fn pay_invoice(state: &AppState, owner: &Owner, id: &InvoiceId) -> Res
             .await?
             .ok_or_else(|| FlowError::NotFound { resource: "invoice", id: id.to_string() })?;
         match invoice.status {
-            InvoiceStatus::Open => {}
+            // Uncollectible: dunning gave up, but the customer may still pay (an `UNPAID`
+            // subscription becomes `ACTIVE` again when its latest invoice is paid).
+            InvoiceStatus::Open | InvoiceStatus::Uncollectible => {}
             InvoiceStatus::Paid => {
                 return Err(FlowError::Unprocessable {
                     code: "invoice_already_paid",
@@ -893,7 +895,7 @@ pub async fn pay_invoice(state: &AppState, owner: &Owner, id: &InvoiceId) -> Res
             other => {
                 return Err(FlowError::Unprocessable {
                     code: "invoice_not_payable",
-                    message: format!("invoice {id} is {other}; only open invoices can be paid"),
+                    message: format!("invoice {id} is {other}; only open or uncollectible invoices can be paid"),
                 })
             }
         }
@@ -920,7 +922,11 @@ pub async fn pay_invoice(state: &AppState, owner: &Owner, id: &InvoiceId) -> Res
                 ),
             });
         }
-        let job = billing::claim(state, &mut tx, owner, invoice, now).await?;
+        let job = if billing::reopen_for_payment(&mut tx, &mut invoice, now).await? {
+            billing::claim(state, &mut tx, owner, invoice, now).await?
+        } else {
+            None
+        };
         tx.commit().await?;
         (job, now)
     };

@@ -7,6 +7,7 @@ mod common;
 mod bad_input;
 mod billing;
 mod billing_periods;
+mod billing_settings;
 mod checkout_sessions;
 mod customers;
 mod invoice_page;
