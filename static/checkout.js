@@ -203,7 +203,9 @@
         if (!body.client_secret) { fail(body.message || "Something went wrong. Please try again."); return; }
         var name = [form.first_name && form.first_name.value, form.last_name && form.last_name.value]
           .filter(Boolean).join(" ");
-        var details = { email: form.email.value };
+        // The invoice page has no contact fields: the processor keeps the customer's details.
+        var details = {};
+        if (form.email) details.email = form.email.value;
         if (name) details.name = name;
         return stripe.confirmCardSetup(body.client_secret, {
           payment_method: { card: card, billing_details: details }

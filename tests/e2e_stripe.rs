@@ -1,5 +1,5 @@
-//! End-to-end tests of the hosted checkout page in headless Chromium with the Stripe gateway pointed
-//! at localstripe: the card goes into localstripe's fake Stripe.js card element (never into fields
+//! End-to-end tests of the hosted checkout and invoice pages in headless Chromium with the Stripe
+//! gateway pointed at localstripe: the card goes into localstripe's fake Stripe.js card element (never into fields
 //! of ours), its 3-D Secure dialog is answered by clicking, and what was charged is read back from
 //! localstripe itself.
 //!
@@ -598,6 +598,124 @@ async fn paying_in_two_tabs_at_once_charges_once() {
             assert_eq!(co.app.count("subscriptions").await, 1);
             // Every PaymentIntent at localstripe for this session is the one that succeeded.
             assert_eq!(co.intents().await.len(), 1);
+            assert_no_page_errors(&c).await;
+        })
+        .await;
+}
+
+/// An open `SEND_INVOICE` invoice of $49.99 on a server paying through localstripe: (app, invoice
+/// id, its hosted page).
+async fn open_invoice() -> (TestApp, String, String) {
+    let app = Checkout::app().await;
+    let c = app.post("/v1/customers", json!({"customer": {"email": "jane@example.com", "first_name": "Jane"}})).await;
+    assert_eq!(c.status, 200, "{}", c.text);
+    let customer = c.body["customer"]["customer_id"].as_str().unwrap().to_string();
+    let (_, price) = app.seed_product_and_price().await;
+    let s = app
+        .post(
+            "/v1/subscriptions",
+            json!({"customer_id": customer, "plan_id": price, "collection_method": "SEND_INVOICE",
+                "payment_terms": "30_NET"}),
+        )
+        .await;
+    assert_eq!(s.status, 200, "{}", s.text);
+    let sub = s.body["id"].as_str().unwrap();
+    let invoice = app.get(&format!("/v1/invoices?subscription={sub}")).await.body["invoices"][0].clone();
+    assert_eq!(invoice["status"], "open", "{invoice}");
+    let id = invoice["invoice_id"].as_str().unwrap().to_string();
+    let page = invoice["hosted_invoice_url"].as_str().unwrap().to_string();
+    (app, id, page)
+}
+
+async fn invoice(app: &TestApp, id: &str) -> Value {
+    let r = app.get(&format!("/v1/invoices/{id}")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["invoice"].clone()
+}
+
+/// localstripe's PaymentIntents for the attempts of one invoice (`{invoice}-a{n}` in metadata).
+async fn intents_of_invoice(id: &str) -> Vec<Value> {
+    let prefix = format!("{id}-a");
+    common::stripe::all_payment_intents()
+        .await
+        .into_iter()
+        .filter(|pi| pi["metadata"]["flex_attempt"].as_str().is_some_and(|a| a.starts_with(&prefix)))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_invoice_is_paid_in_localstripes_card_element_after_a_decline() {
+    let Some(browser) = start().await else { return };
+    let (app, id, page) = open_invoice().await;
+    let localstripe = localstripe_url().unwrap();
+
+    let res = reqwest::get(&page).await.expect("GET the invoice page");
+    assert_eq!(res.status(), 200);
+    let csp = res.headers().get("content-security-policy").unwrap().to_str().unwrap().to_string();
+    let html = res.text().await.unwrap();
+    for ours in ["card_number", "card_expiry", "card_cvc", "cc-number", "cc-csc", "cc-exp"] {
+        assert!(!html.contains(ours), "the page has a card field of ours ({ours}):\n{html}");
+    }
+    let script_src = csp_directives(&csp).into_iter().find(|(n, _)| n == "script-src").map(|(_, v)| v);
+    assert_eq!(script_src, Some(vec!["'self'".to_string(), localstripe.clone()]), "{csp}");
+
+    browser
+        .run(|c| async move {
+            open(&c, &page).await;
+            wait_for_card_element(&c).await;
+            assert_eq!(text(&c, "#pay-button").await, "Pay $49.99");
+            let named_in_card = c.find_all(Locator::Css("#card-element [name]")).await.unwrap();
+            assert!(named_in_card.is_empty(), "nothing in the card element goes with our form");
+
+            fill_card(&c, INSUFFICIENT_FUNDS).await;
+            click(&c, "#pay-button").await;
+            browser::poll(&c, "the decline notice", || async { Ok(has_notice(&c).await.then_some(())) }).await;
+            assert!(text(&c, "#form-notice").await.contains("declined"), "{}", text(&c, "#form-notice").await);
+            assert_eq!(invoice(&app, &id).await["status"], "open");
+
+            wait_for_card_element(&c).await;
+            fill_card(&c, GOOD).await;
+            click(&c, "#pay-button").await;
+            browser::wait_for_text(&c, "Amount paid").await;
+            assert!(text(&c, "body").await.contains("Visa ending in 4242"), "{}", text(&c, "body").await);
+
+            let paid = invoice(&app, &id).await;
+            assert_eq!(paid["status"], "paid", "{paid}");
+            assert_eq!(paid["amount_paid"], 4999, "{paid}");
+            let intents = intents_of_invoice(&id).await;
+            let succeeded: Vec<&Value> = intents.iter().filter(|pi| pi["status"] == "succeeded").collect();
+            assert_eq!(succeeded.len(), 1, "{intents:#?}");
+            assert_eq!(succeeded[0]["amount"], 4999);
+            assert_no_page_errors(&c).await;
+
+            // The card is the customer's now: the next renewal can charge it off-session.
+            let customer = paid["customer"].as_str().unwrap();
+            let pms = app.get(&format!("/v1/customers/{customer}/payment_methods")).await;
+            assert_eq!(pms.body["payment_methods"].as_array().map(Vec::len), Some(1), "{}", pms.text);
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn an_invoice_paid_with_a_3d_secure_card_completes_localstripes_dialogs() {
+    let Some(browser) = start().await else { return };
+    let (app, id, page) = open_invoice().await;
+    browser
+        .run(|c| async move {
+            open(&c, &page).await;
+            wait_for_card_element(&c).await;
+            fill_card(&c, THREE_D_SECURE).await;
+            click(&c, "#pay-button").await;
+            let answered = answer_dialogs_until(&c, Answer::Complete, "the receipt", || async {
+                invoice(&app, &id).await["status"] == "paid"
+            })
+            .await;
+            // Once when the card is saved, once more when it is charged with the customer present.
+            assert_eq!(answered, 2, "3-D Secure dialogs answered");
+            browser::wait_for_text(&c, "Amount paid").await;
+            let succeeded: Vec<Value> =
+                intents_of_invoice(&id).await.into_iter().filter(|pi| pi["status"] == "succeeded").collect();
+            assert_eq!(succeeded.len(), 1, "{succeeded:#?}");
             assert_no_page_errors(&c).await;
         })
         .await;

@@ -1,5 +1,7 @@
-//! Paying an invoice on its hosted page (`/pay/i/{id}`): the card the customer types is saved for
-//! them, and one attempt of the billing engine charges it with the customer present.
+//! Paying an invoice on its hosted page (`/pay/i/{id}`): the card the customer gives (typed into
+//! our form with the sandbox, or confirmed with the processor's script in Stripe mode, where no card
+//! data reaches us) is saved for them, and one attempt of the billing engine charges it with the
+//! customer present.
 //!
 //! The page adds no collection logic of its own. It takes an attempt with `billing::claim` (the
 //! same conditional update the engine uses, so a double submit or a renewal worker can never take
@@ -24,8 +26,8 @@ use crate::domain::{FieldError, Owner};
 use crate::flows::billing::{self, AttemptResult, ChargeJob};
 use crate::flows::{events, FlowError};
 use crate::gateway::{
-    CardEntry, ChallengeAnswer, ChargeLookup, ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway,
-    PendingCharge, SavedCard,
+    BrowserCards, CardEntry, ChallengeAnswer, ChargeLookup, ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway,
+    PendingCharge, SavedCard, SetupResult,
 };
 use crate::state::AppState;
 
@@ -112,21 +114,42 @@ async fn attempt_state(state: &AppState, owner: &Owner, invoice: &Invoice) -> Re
         return Ok(AttemptState::None);
     }
     let Some(gateway) = state.gateways.for_mode(owner.mode) else { return Ok(AttemptState::Charging) };
-    Ok(match pending_challenge(gateway, invoice).await? {
+    Ok(match pending_challenge(state, gateway, invoice).await? {
         Some(_) => AttemptState::Challenge(invoice.attempt_count),
         None => AttemptState::Charging,
     })
 }
 
 /// The charge reference of the invoice's current attempt when it waits on a challenge.
-async fn pending_challenge(gateway: &dyn PaymentGateway, invoice: &Invoice) -> Result<Option<String>, FlowError> {
-    let key = attempt_key(&invoice.invoice_id, invoice.attempt_count);
-    let found =
-        gateway.lookup(ChargeLookup { idempotency_key: &key, gateway_customer: None, charge_ref: None }).await?;
-    Ok(match found {
+pub async fn pending_challenge(
+    state: &AppState,
+    gateway: &dyn PaymentGateway,
+    invoice: &Invoice,
+) -> Result<Option<String>, FlowError> {
+    Ok(match current_attempt(state, gateway, invoice).await? {
         Some(ChargeOutcome::RequiresAction { gateway_ref }) => Some(gateway_ref),
         _ => None,
     })
+}
+
+/// What the gateway recorded for the invoice's current attempt, if anything.
+async fn current_attempt(
+    state: &AppState,
+    gateway: &dyn PaymentGateway,
+    invoice: &Invoice,
+) -> Result<Option<ChargeOutcome>, FlowError> {
+    // Stripe finds a charge by its key among the paying customer's PaymentIntents.
+    let gateway_customer = match &invoice.payment_method {
+        Some(pm) => {
+            let mut conn = state.db.conn().await?;
+            db::payments::saved_card(&mut conn, pm).await?.and_then(|(_, card)| card.gateway_customer)
+        }
+        None => None,
+    };
+    let key = attempt_key(&invoice.invoice_id, invoice.attempt_count);
+    let lookup =
+        ChargeLookup { idempotency_key: &key, gateway_customer: gateway_customer.as_deref(), charge_ref: None };
+    Ok(gateway.lookup(lookup).await?)
 }
 
 /// Why an invoice takes no card now, if it does not.
@@ -157,19 +180,29 @@ async fn read(state: &AppState, conn: &mut Conn, id: &InvoiceId) -> Result<(Owne
         .ok_or_else(|| FlowError::NotFound { resource: "invoice", id: id.to_string() })
 }
 
-async fn pay_inner(state: &AppState, id: &InvoiceId, card: CardInput) -> Result<InvoicePayResult, FlowError> {
+/// The invoice and its gateway when it takes a new card now; otherwise how it stands. A challenge
+/// the customer walked away from gives way to the new card; a charge at the gateway right now is
+/// waited for.
+async fn ready_for_card<'s>(
+    state: &'s AppState,
+    id: &InvoiceId,
+) -> Result<Result<&'s dyn PaymentGateway, InvoicePayResult>, FlowError> {
     let (owner, invoice) = read(state, &mut *state.db.conn().await?, id).await?;
     if let Some(done) = not_payable(&invoice) {
-        return Ok(done);
+        return Ok(Err(done));
     }
     let gateway = super::gateway(state, owner.mode)?;
-    if invoice.collection.charging {
-        // A challenge the customer walked away from gives way to this new card; a charge at the
-        // gateway right now is waited for.
-        if !abandon_challenge(state, gateway, &owner, &invoice).await? {
-            return wait_for_other_payment(state, id).await;
-        }
+    if invoice.collection.charging && !abandon_challenge(state, gateway, &owner, &invoice).await? {
+        return Ok(Err(wait_for_other_payment(state, id).await?));
     }
+    Ok(Ok(gateway))
+}
+
+async fn pay_inner(state: &AppState, id: &InvoiceId, card: CardInput) -> Result<InvoicePayResult, FlowError> {
+    let gateway = match ready_for_card(state, id).await? {
+        Ok(gateway) => gateway,
+        Err(done) => return Ok(done),
+    };
     let CardEntry::OwnForm(cards) = gateway.card_entry() else {
         return Err(FlowError::Unprocessable {
             code: "card_entry",
@@ -185,7 +218,88 @@ async fn pay_inner(state: &AppState, id: &InvoiceId, card: CardInput) -> Result<
     };
     let postal_code = card.postal_code.clone();
     drop(card);
+    pay_with_saved(state, gateway, id, &saved, postal_code).await
+}
 
+/// What the browser needs to confirm a card with the processor's script for an invoice.
+#[derive(Debug)]
+pub enum SetupStart {
+    Ready {
+        setup_ref: String,
+        client_secret: String,
+    },
+    /// The invoice takes no card now (paid, void, locked, another payment running).
+    Settled(InvoicePayResult),
+}
+
+fn browser_cards(gateway: &dyn PaymentGateway) -> Result<&dyn BrowserCards, FlowError> {
+    match gateway.card_entry() {
+        CardEntry::Browser(cards) => Ok(cards),
+        CardEntry::OwnForm(_) => Err(FlowError::Unprocessable {
+            code: "card_entry",
+            message: "this invoice takes cards on its own form".into(),
+        }),
+    }
+}
+
+/// Starts saving a card at the processor for paying invoice `id` (the processor's own card fields,
+/// Stripe Elements): on the customer's processor customer when they have one. Nothing is charged
+/// and the invoice is not held until the card is confirmed and [`finish_setup`] runs.
+pub async fn start_setup(state: &AppState, id: &InvoiceId) -> Result<SetupStart, FlowError> {
+    let gateway = match ready_for_card(state, id).await? {
+        Ok(gateway) => gateway,
+        Err(done) => return Ok(SetupStart::Settled(done)),
+    };
+    let cards = browser_cards(gateway)?;
+    let (email, existing) = {
+        let mut conn = state.db.conn().await?;
+        let (owner, invoice) = read(state, &mut conn, id).await?;
+        let email = db::customers::get(&mut conn, &owner, &invoice.customer).await?.and_then(|c| c.email);
+        let existing = db::payments::customer_gateway_customer(&mut conn, &invoice.customer, gateway.name()).await?;
+        (email.unwrap_or_default(), existing)
+    };
+    // Each start is its own setup at the processor (a retry after a decline needs a fresh one).
+    let key = format!("{id}-setup-{}", ulid::Ulid::new());
+    let started = cards.start_setup(&key, &email, existing.as_deref()).await?;
+    Ok(SetupStart::Ready { setup_ref: started.setup_ref, client_secret: started.client_secret })
+}
+
+/// The browser is back from confirming the card of setup `setup_ref` (which the page vouched was
+/// started for this invoice): what happened is read from the processor, and a saved card is
+/// charged for the invoice with the customer present.
+pub async fn finish_setup(state: &AppState, id: &InvoiceId, setup_ref: String) -> Result<InvoicePayResult, FlowError> {
+    let (state2, id2) = (state.clone(), id.clone());
+    // Its own task: a browser that goes away mid-charge cannot leave it half done.
+    match tokio::spawn(async move { finish_setup_inner(&state2, &id2, &setup_ref).await }).await {
+        Ok(result) => result,
+        Err(e) => Err(FlowError::Internal(anyhow::anyhow!("invoice card setup task failed: {e}"))),
+    }
+}
+
+async fn finish_setup_inner(state: &AppState, id: &InvoiceId, setup_ref: &str) -> Result<InvoicePayResult, FlowError> {
+    let gateway = match ready_for_card(state, id).await? {
+        Ok(gateway) => gateway,
+        Err(done) => return Ok(done),
+    };
+    match browser_cards(gateway)?.finish_setup(setup_ref).await? {
+        SetupResult::Saved(card) => pay_with_saved(state, gateway, id, &card, None).await,
+        // The card was refused before any charge: the invoice's attempts are untouched.
+        SetupResult::Declined(code) => Ok(InvoicePayResult::Declined { message: code.customer_message().into() }),
+        SetupResult::Pending => Ok(InvoicePayResult::Declined { message: NOT_CONFIRMED.into() }),
+    }
+}
+
+const NOT_CONFIRMED: &str = "Your card was not confirmed, and nothing was charged. Please try again.";
+
+/// Records `saved` as the customer's card and pays the invoice with it: one claimed attempt,
+/// charged on-session under the engine's key, settled by the engine.
+async fn pay_with_saved(
+    state: &AppState,
+    gateway: &dyn PaymentGateway,
+    id: &InvoiceId,
+    saved: &SavedCard,
+    postal_code: Option<String>,
+) -> Result<InvoicePayResult, FlowError> {
     let (job, amount, currency) = {
         let mut tx = state.db.begin().await?;
         let (owner, mut invoice) = read(state, &mut tx, id).await?;
@@ -199,7 +313,7 @@ async fn pay_inner(state: &AppState, id: &InvoiceId, card: CardInput) -> Result<
             return wait_for_other_payment(state, id).await;
         }
         let customer = db::customers::get(&mut tx, &owner, &invoice.customer).await?;
-        let pm = saved_payment_method(&owner, &invoice, customer.as_ref(), &saved, postal_code, now);
+        let pm = saved_payment_method(&owner, &invoice, customer.as_ref(), saved, postal_code, now);
         db::payments::insert_payment_method(
             &mut tx,
             &owner,
@@ -225,7 +339,7 @@ async fn pay_inner(state: &AppState, id: &InvoiceId, card: CardInput) -> Result<
     let outcome = gateway
         .charge(ChargeRequest {
             idempotency_key: &key,
-            card: &saved,
+            card: saved,
             amount,
             currency,
             off_session: false,
@@ -363,7 +477,7 @@ async fn abandon_challenge(
     owner: &Owner,
     invoice: &Invoice,
 ) -> Result<bool, FlowError> {
-    let Some(charge_ref) = pending_challenge(gateway, invoice).await? else { return Ok(false) };
+    let Some(charge_ref) = pending_challenge(state, gateway, invoice).await? else { return Ok(false) };
     let job = ChargeJob {
         owner: owner.clone(),
         invoice: invoice.invoice_id.clone(),
@@ -420,11 +534,17 @@ async fn authenticate_inner(
         (owner, invoice)
     };
     let gateway = super::gateway(state, owner.mode)?;
-    let charge_ref = pending_challenge(gateway, &invoice).await?;
     let key = attempt_key(id, attempt);
-    let outcome = gateway
-        .complete_action(PendingCharge { idempotency_key: &key, charge_ref: charge_ref.as_deref() }, answer)
-        .await?;
+    let outcome = match current_attempt(state, gateway, &invoice).await? {
+        Some(ChargeOutcome::RequiresAction { gateway_ref }) => {
+            gateway
+                .complete_action(PendingCharge { idempotency_key: &key, charge_ref: Some(&gateway_ref) }, answer)
+                .await?
+        }
+        // Answered at the gateway already (the processor's own dialog ran in the browser).
+        Some(answered) => answered,
+        None => gateway.complete_action(PendingCharge { idempotency_key: &key, charge_ref: None }, answer).await?,
+    };
     finish(state, gateway, &ChargeJob { owner, invoice: id.clone(), attempt, resumed: true }, outcome).await
 }
 
@@ -436,7 +556,7 @@ async fn answered(state: &AppState, id: &InvoiceId) -> Result<InvoicePayResult, 
     }
     if invoice.collection.charging {
         let gateway = super::gateway(state, owner.mode)?;
-        return Ok(match pending_challenge(gateway, &invoice).await? {
+        return Ok(match pending_challenge(state, gateway, &invoice).await? {
             Some(_) => InvoicePayResult::RequiresAction { attempt: invoice.attempt_count },
             None => InvoicePayResult::InProgress,
         });
@@ -471,7 +591,7 @@ async fn wait_for_other_payment(state: &AppState, id: &InvoiceId) -> Result<Invo
             });
         }
         let gateway = super::gateway(state, owner.mode)?;
-        if pending_challenge(gateway, &invoice).await?.is_some() {
+        if pending_challenge(state, gateway, &invoice).await?.is_some() {
             return Ok(InvoicePayResult::RequiresAction { attempt: invoice.attempt_count });
         }
         if tokio::time::Instant::now() >= deadline {

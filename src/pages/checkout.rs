@@ -4,13 +4,15 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
-use super::{csrf_ok, csrf_token, origin_ok, render_message, render_message_page};
+use super::{
+    browser_script, csrf_ok, csrf_token, origin_ok, render_message, render_message_page, script_answer, script_message,
+    script_reply,
+};
 use crate::domain::card::{Brand, CardInput};
 use crate::domain::checkout_session::{self as cs, CheckoutSession, LineItem, SessionMode, SessionStatus};
 use crate::domain::consultation::{self, Answers};
 use crate::domain::customer::{Address, Contact};
 use crate::domain::ids::{CheckoutSessionId, PaymentAttemptId};
-use crate::domain::Mode;
 use crate::domain::{text, FieldError};
 use crate::error::PageError;
 use crate::flows::card_setup::{self, SetupStart};
@@ -30,13 +32,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(show_challenge))
                 .route(web::post().to(answer_challenge)),
         );
-}
-
-fn browser_script(state: &AppState, mode: Mode) -> Option<&BrowserScript> {
-    match state.gateways.for_mode(mode)?.card_entry() {
-        CardEntry::Browser(cards) => Some(cards.script()),
-        CardEntry::OwnForm(_) => None,
-    }
 }
 
 fn page_csp(state: &AppState, data: &PageData) -> String {
@@ -726,18 +721,6 @@ fn rate_limited(state: &AppState, req: &HttpRequest) -> bool {
     req.peer_addr().map(|a| a.ip()).is_some_and(|ip| state.pay_limiter.check_key(&ip).is_err())
 }
 
-/// A JSON answer to the page's own script (never shown as a page).
-fn script_reply(status: StatusCode, body: serde_json::Value) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .json(body)
-}
-
-fn script_message(status: StatusCode, message: &str) -> HttpResponse {
-    script_reply(status, serde_json::json!({ "message": message }))
-}
-
 /// `POST /pay/c/{id}/setup` (from the page's script, processor card fields only): checks the
 /// contact details and starts a card setup; answers with what the processor's script needs.
 async fn start_setup(
@@ -746,25 +729,7 @@ async fn start_setup(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> HttpResponse {
-    match start_setup_inner(&state, &req, &path, payload).await {
-        Ok(res) => res,
-        Err(PageError::NotFound) => script_message(StatusCode::NOT_FOUND, "This checkout page does not exist."),
-        Err(PageError::Forbidden(why)) => script_message(StatusCode::FORBIDDEN, why),
-        Err(PageError::TooLarge) => {
-            script_message(StatusCode::PAYLOAD_TOO_LARGE, "That was more than this form takes.")
-        }
-        Err(PageError::Unavailable) => script_message(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "We could not reach the payment service, and nothing was charged. Please try again in a moment.",
-        ),
-        Err(PageError::BadRequest(_)) => {
-            script_message(StatusCode::BAD_REQUEST, "Something in this request was not right. Please reload the page.")
-        }
-        Err(PageError::Internal(_)) => script_message(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Something went wrong on our side, and nothing was charged. Please try again in a moment.",
-        ),
-    }
+    script_answer(start_setup_inner(&state, &req, &path, payload).await, "This checkout page does not exist.")
 }
 
 async fn start_setup_inner(

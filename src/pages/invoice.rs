@@ -1,5 +1,6 @@
 //! `/pay/i/{id}`: the hosted invoice page (an invoice's summary and a card form to pay it, or its
-//! receipt), its form post, and its sandbox 3-D Secure page. Same look and guarantees as the
+//! receipt), its form post (sandbox) or card setup through the processor's script (Stripe), and its
+//! 3-D Secure page. Same look and guarantees as the
 //! checkout page: CSP, CSRF token and `Origin` check on every POST, no-store, per-address rate
 //! limit on card posts, plain form posts that work without JavaScript.
 
@@ -7,7 +8,9 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
-use super::{csrf_ok, csrf_token, origin_ok, render_message, render_message_page};
+use super::{
+    browser_script, csrf_ok, csrf_token, origin_ok, render_message, render_message_page, script_answer, script_reply,
+};
 use crate::domain::card::{Brand, CardInput};
 use crate::domain::ids::InvoiceId;
 use crate::domain::subscription::InvoiceStatus;
@@ -22,11 +25,14 @@ use crate::state::AppState;
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/pay/i/{id}").route(web::get().to(show)).route(web::post().to(submit))).service(
-        web::resource("/pay/i/{id}/authenticate/{attempt}")
-            .route(web::get().to(show_challenge))
-            .route(web::post().to(answer_challenge)),
-    );
+    cfg.service(web::resource("/pay/i/{id}").route(web::get().to(show)).route(web::post().to(submit)))
+        .service(web::resource("/pay/i/{id}/setup").route(web::post().to(start_setup)))
+        .service(web::resource("/pay/i/{id}/confirm").route(web::post().to(confirm_setup)))
+        .service(
+            web::resource("/pay/i/{id}/authenticate/{attempt}")
+                .route(web::get().to(show_challenge))
+                .route(web::post().to(answer_challenge)),
+        );
 }
 
 struct LineView {
@@ -71,6 +77,8 @@ struct PayPage {
     pending_action: Option<String>,
     /// Why no card can be taken here now; the form is not shown then.
     unavailable: Option<String>,
+    /// With the processor's script: its card fields instead of ours (no card data reaches us).
+    processor: Option<BrowserScript>,
 }
 
 impl PayPage {
@@ -195,20 +203,11 @@ fn summary(data: &InvoicePage) -> Summary {
 /// Why this server cannot take a card for the invoice on this page, if it cannot.
 fn unavailable(state: &AppState, data: &InvoicePage) -> Option<String> {
     let merchant = if data.merchant_name.is_empty() { "the merchant".to_string() } else { data.merchant_name.clone() };
-    match state.gateways.for_mode(data.owner.mode).map(|g| g.card_entry()) {
-        None => Some(format!(
+    state.gateways.for_mode(data.owner.mode).is_none().then(|| {
+        format!(
             "Online card payments are not available for this invoice right now. Please contact {merchant} to pay it."
-        )),
-        // The processor's own card fields are wired to checkout sessions only so far.
-        Some(CardEntry::Browser(_)) if data.invoice.test_mode => Some(format!(
-            "Paying invoices on this page works only with the built-in test processor (the sandbox) for now, \
-             and this server uses Stripe. Please contact {merchant} to pay this invoice."
-        )),
-        Some(CardEntry::Browser(_)) => {
-            Some(format!("Paying invoices online is not available yet. Please contact {merchant} to pay this invoice."))
-        }
-        Some(CardEntry::OwnForm(_)) => None,
-    }
+        )
+    })
 }
 
 fn build_page(state: &AppState, data: &InvoicePage, errors: Vec<FieldError>, notice: Option<String>) -> PayPage {
@@ -226,6 +225,7 @@ fn build_page(state: &AppState, data: &InvoicePage, errors: Vec<FieldError>, not
             _ => None,
         },
         unavailable: unavailable(state, data),
+        processor: browser_script(state, data.owner.mode).cloned(),
     }
 }
 
@@ -236,7 +236,8 @@ fn render(page: &impl Template, status: StatusCode) -> Result<HttpResponse, Page
 
 fn render_pay_page(page: PayPage, status: StatusCode) -> Result<HttpResponse, PageError> {
     let status = if page.unavailable.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { status };
-    render(&page, status)
+    let html = page.render().map_err(PageError::internal)?;
+    Ok(super::secure_html_with(status, html, super::content_security_policy(None, page.processor.as_ref())))
 }
 
 fn not_found() -> HttpResponse {
@@ -398,6 +399,11 @@ async fn submit(
     if unavailable(&state, &data).is_some() {
         return render_pay_page(build_page(&state, &data, Vec::new(), None), StatusCode::OK);
     }
+    if browser_script(&state, data.owner.mode).is_some() {
+        // The processor's card fields need the page's script; a post without it carries no card.
+        let notice = "The card field needs JavaScript. Please enable JavaScript to pay.".to_string();
+        return render_pay_page(build_page(&state, &data, Vec::new(), Some(notice)), StatusCode::BAD_REQUEST);
+    }
     let now = state.clock.now().to_datetime();
     let today = (now.year(), u32::from(u8::from(now.month())));
     let card = match CardInput::parse(
@@ -477,6 +483,21 @@ async fn show_challenge(
             None => None,
         }
     };
+    let script = browser_script(&state, data.owner.mode);
+    let client_secret = match state.gateways.for_mode(data.owner.mode) {
+        Some(gateway) => {
+            match (
+                gateway.card_entry(),
+                flow::pending_challenge(&state, gateway, &data.invoice).await.map_err(flow_error)?,
+            ) {
+                (CardEntry::Browser(cards), Some(charge)) => {
+                    cards.action_secret(&charge).await.map_err(|e| flow_error(e.into()))?
+                }
+                _ => String::new(),
+            }
+        }
+        None => String::new(),
+    };
     let page = ChallengePage {
         asset_version: super::asset_version(),
         merchant_name: summary(&data).merchant_name,
@@ -485,10 +506,11 @@ async fn show_challenge(
             .map_or_else(|| "card".to_string(), |c| format!("{} ending in {}", Brand::display(&c.brand), c.last4)),
         csrf: csrf_token(&state.page_key, id.as_str()),
         action: format!("/pay/i/{id}/authenticate/{attempt}"),
-        processor: None,
-        client_secret: String::new(),
+        processor: script.cloned(),
+        client_secret,
     };
-    render(&page, StatusCode::OK)
+    let html = page.render().map_err(PageError::internal)?;
+    Ok(super::secure_html_with(StatusCode::OK, html, super::content_security_policy(None, script)))
 }
 
 async fn answer_challenge(
@@ -504,12 +526,93 @@ async fn answer_challenge(
     };
     let Some(attempt) = parse_attempt(&raw_attempt) else { return Ok(not_found()) };
     require_csrf(&state, &data, &form)?;
-    let answer = match field(&form, "answer") {
-        "approve" => ChallengeAnswer::Approved,
-        "fail" => ChallengeAnswer::Failed,
+    let answer = match (field(&form, "answer"), browser_script(&state, data.owner.mode)) {
+        // The processor's own dialog ran in the browser: the processor knows the answer.
+        (_, Some(_)) => ChallengeAnswer::AtGateway,
+        ("approve", None) => ChallengeAnswer::Approved,
+        ("fail", None) => ChallengeAnswer::Failed,
         _ => return Err(PageError::BadRequest("answer must be approve or fail".into())),
     };
     let id = data.invoice.invoice_id.clone();
     let result = flow::authenticate(&state, &id, attempt, answer).await;
+    outcome_response(&state, &id, result).await
+}
+
+/// Signs the setup started for an invoice, so that its confirmation can only name a setup this
+/// server started for this invoice (not another payer's card).
+fn setup_token(state: &AppState, id: &InvoiceId, setup_ref: &str) -> String {
+    format!("{setup_ref}.{}", csrf_token(&state.page_key, &format!("invoice-setup:{id}:{setup_ref}")))
+}
+
+fn setup_of_token(state: &AppState, id: &InvoiceId, token: &str) -> Option<String> {
+    let (setup_ref, mac) = token.rsplit_once('.')?;
+    csrf_ok(&state.page_key, &format!("invoice-setup:{id}:{setup_ref}"), mac).then(|| setup_ref.to_string())
+}
+
+/// `POST /pay/i/{id}/setup` (from the page's script, processor card fields only): starts a card
+/// setup; answers with what the processor's script needs.
+async fn start_setup(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    script_answer(start_setup_inner(&state, &req, &path, payload).await, "This invoice does not exist.")
+}
+
+async fn start_setup_inner(
+    state: &AppState,
+    req: &HttpRequest,
+    raw_id: &str,
+    payload: web::Payload,
+) -> Result<HttpResponse, PageError> {
+    let (data, form) = match posted(state, req, raw_id, payload).await? {
+        Ok(posted) => posted,
+        Err(_) => return Err(PageError::NotFound),
+    };
+    require_csrf(state, &data, &form)?;
+    let id = data.invoice.invoice_id.clone();
+    let back = || Ok(script_reply(StatusCode::OK, serde_json::json!({ "redirect": format!("/pay/i/{id}") })));
+    if settled_page(state, &data)?.is_some() {
+        return back();
+    }
+    if browser_script(state, data.owner.mode).is_none() {
+        return Err(PageError::BadRequest("this invoice takes cards on its own form".into()));
+    }
+    if rate_limited(state, req) {
+        let mut res = super::script_message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many payment attempts from your network. Please wait a minute and try again.",
+        );
+        res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        return Ok(res);
+    }
+    match flow::start_setup(state, &id).await.map_err(flow_error)? {
+        flow::SetupStart::Ready { setup_ref, client_secret } => Ok(script_reply(
+            StatusCode::OK,
+            serde_json::json!({ "attempt": setup_token(state, &id, &setup_ref), "client_secret": client_secret }),
+        )),
+        flow::SetupStart::Settled(_) => back(),
+    }
+}
+
+/// `POST /pay/i/{id}/confirm`: the browser is back from the processor's card confirmation. What
+/// happened is read from the processor, never taken from the browser.
+async fn confirm_setup(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, PageError> {
+    let (data, form) = match posted(&state, &req, &path, payload).await? {
+        Ok(posted) => posted,
+        Err(page) => return Ok(page),
+    };
+    require_csrf(&state, &data, &form)?;
+    let id = data.invoice.invoice_id.clone();
+    let Some(setup_ref) = setup_of_token(&state, &id, field(&form, "attempt")) else {
+        return Err(PageError::BadRequest("this card confirmation does not belong to this invoice".into()));
+    };
+    let result = flow::finish_setup(&state, &id, setup_ref).await;
     outcome_response(&state, &id, result).await
 }

@@ -15,8 +15,10 @@ use rust_embed::RustEmbed;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::domain::Mode;
 use crate::error::PageError;
-use crate::gateway::BrowserScript;
+use crate::gateway::{BrowserScript, CardEntry};
+use crate::state::AppState;
 
 #[derive(RustEmbed)]
 #[folder = "static/"]
@@ -175,6 +177,49 @@ pub fn aria_invalid(errors: &[crate::domain::FieldError], field: &str) -> &'stat
         "true"
     } else {
         "false"
+    }
+}
+
+/// The processor's script that collects cards on our pages, when the mode's gateway has one.
+pub fn browser_script(state: &AppState, mode: Mode) -> Option<&BrowserScript> {
+    match state.gateways.for_mode(mode)?.card_entry() {
+        CardEntry::Browser(cards) => Some(cards.script()),
+        CardEntry::OwnForm(_) => None,
+    }
+}
+
+/// A JSON answer to a page's own script (never shown as a page).
+pub fn script_reply(status: StatusCode, body: serde_json::Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .json(body)
+}
+
+pub fn script_message(status: StatusCode, message: &str) -> HttpResponse {
+    script_reply(status, serde_json::json!({ "message": message }))
+}
+
+/// A script request's answer, its failures as messages the page can show (never a page of HTML).
+pub fn script_answer(result: Result<HttpResponse, PageError>, not_found: &str) -> HttpResponse {
+    match result {
+        Ok(res) => res,
+        Err(PageError::NotFound) => script_message(StatusCode::NOT_FOUND, not_found),
+        Err(PageError::Forbidden(why)) => script_message(StatusCode::FORBIDDEN, why),
+        Err(PageError::TooLarge) => {
+            script_message(StatusCode::PAYLOAD_TOO_LARGE, "That was more than this form takes.")
+        }
+        Err(PageError::Unavailable) => script_message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "We could not reach the payment service, and nothing was charged. Please try again in a moment.",
+        ),
+        Err(PageError::BadRequest(_)) => {
+            script_message(StatusCode::BAD_REQUEST, "Something in this request was not right. Please reload the page.")
+        }
+        Err(PageError::Internal(_)) => script_message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong on our side, and nothing was charged. Please try again in a moment.",
+        ),
     }
 }
 

@@ -473,18 +473,28 @@ async fn card_posts_are_rate_limited_per_address() {
 }
 
 #[tokio::test]
-async fn a_live_invoice_says_plainly_when_it_cannot_be_paid_on_the_page() {
-    // Live keys work only with a live Stripe key; this one's Stripe answers nothing, and paying
-    // invoices on the page takes the sandbox's own card form for now.
+async fn a_live_invoice_takes_cards_only_in_stripes_fields_and_says_plainly_when_it_cannot() {
+    // Live keys work only with a live Stripe key (this one's Stripe answers nothing): the page
+    // shows Stripe's card fields, none of ours.
     let app = spawn_app_with_live_stripe().await;
     let key = app.live_key.clone();
     let (_, _, invoice) = open_invoice_as(&app, &key).await;
     let path = page_path(&invoice);
     let page = get_page(&app, &path).await;
-    assert_eq!(page.status, 503, "{}", page.html);
-    assert!(page.html.contains("Paying invoices online is not available yet"), "{}", page.html);
-    assert!(page.html.contains("$49.99"), "the summary is still shown");
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert!(page.html.contains("$49.99"), "the summary is shown");
+    assert!(page.html.contains(r#"data-stripe-key="pk_live_flexcheckouttests""#), "{}", page.html);
+    assert!(page.html.contains(r#"<script src="https://js.stripe.com/v3/" defer>"#), "{}", page.html);
     assert!(!page.html.contains("card_number") && !page.html.contains("Test mode"));
+    // A post without the page's script carries no card and is answered with why.
+    let token = flex_checkout::pages::csrf_token(&app.state.page_key, invoice["invoice_id"].as_str().unwrap());
+    let r = post_form(&app, &path, &[("csrf", token.as_str()), ("card_number", "4242424242424242")]).await;
+    assert_eq!(r.status, 400, "{}", r.html);
+    assert!(r.html.contains("needs JavaScript"), "{}", r.html);
+    // A confirmation naming a setup this server did not start for this invoice is refused.
+    let r = post_form(&app, &format!("{path}/confirm"), &[("csrf", token.as_str()), ("attempt", "seti_123.abc")]).await;
+    assert_eq!(r.status, 400, "{}", r.html);
+    assert_eq!(app.count("payment_methods").await, 0);
 
     // The same database served without a live key: no processor for live mode at all.
     let other = spawn_app_on(app.database_url.clone(), None, false).await;
@@ -492,7 +502,6 @@ async fn a_live_invoice_says_plainly_when_it_cannot_be_paid_on_the_page() {
     assert_eq!(page.status, 503, "{}", page.html);
     assert!(page.html.contains("Online card payments are not available"), "{}", page.html);
     // A form sent before the configuration changed.
-    let token = flex_checkout::pages::csrf_token(&other.state.page_key, invoice["invoice_id"].as_str().unwrap());
     let r = post_form(
         &other,
         &path,
