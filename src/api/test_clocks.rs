@@ -131,6 +131,6 @@ async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     test_mode(&auth, &req)?;
     let id = parse_id(&path)?;
-    let clock = test_clocks::delete(&state.db, &auth.owner, &id, state.clock.now()).await?;
+    let clock = test_clocks::delete(&state, &auth.owner, &id).await?;
     Ok(json_response(StatusCode::OK, &wrap("test_clock", &clock)))
 }

@@ -2,7 +2,7 @@
 //! billing engine's rows still name it) and the compare-and-set steps of an advance.
 
 use super::{Arg, Conn, Cursor, Page, Sql};
-use crate::domain::ids::TestClockId;
+use crate::domain::ids::{SubscriptionId, TestClockId};
 use crate::domain::test_clock::{TestClock, TestClockStatus};
 use crate::domain::timestamp::Timestamp;
 use crate::domain::{Mode, Owner};
@@ -151,6 +151,18 @@ pub async fn delete(conn: &mut Conn, owner: &Owner, id: &TestClockId, now: Times
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// The subscriptions on clock `id` that have not ended.
+pub async fn subscriptions_not_ended(conn: &mut Conn, id: &TestClockId) -> Result<Vec<SubscriptionId>, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM subscriptions
+         WHERE test_clock = $1 AND status NOT IN ('CANCELED', 'INCOMPLETE_EXPIRED') ORDER BY id",
+    )
+    .bind(id.as_str())
+    .fetch_all(conn)
+    .await?;
+    Ok(ids.into_iter().map(SubscriptionId::from_trusted).collect())
 }
 
 /// The time on clock `id`, whoever owns it and even if deleted (what lives on a clock keeps its

@@ -9,6 +9,7 @@ use crate::domain::timestamp::Timestamp;
 use crate::domain::Owner;
 use crate::state::AppState;
 
+use super::subscriptions::{self, CancelRefund};
 use super::{billing, FlowError};
 
 pub const FROZEN_TIME_PARAM: &str = "test_clock.frozen_time";
@@ -110,8 +111,26 @@ async fn advance_inner(
 
 /// Deletes the clock, whatever its status (the way out of a clock whose advance never finished), and
 /// answers it as it was, `deleted`.
-pub async fn delete(db: &Db, owner: &Owner, id: &TestClockId, now: Timestamp) -> Result<TestClock, FlowError> {
-    let mut tx = db.begin().await?;
+/// Deletes a clock and ends what lives on it, as if its time had stopped for good: its subscriptions
+/// are canceled at the clock's time (open invoices voided, `customer.subscription.deleted`), so no
+/// engine work is left on a clock that can no longer be advanced. Its customers stay.
+pub async fn delete(state: &AppState, owner: &Owner, id: &TestClockId) -> Result<TestClock, FlowError> {
+    let now = state.clock.now();
+    let subscriptions = {
+        let mut conn = state.db.conn().await?;
+        // Even while an advance holds it (its server may have died): what the advance still does
+        // to a canceled subscription is nothing.
+        test_clocks::get(&mut conn, owner, id).await?.ok_or_else(|| not_found(id))?;
+        test_clocks::subscriptions_not_ended(&mut conn, id).await?
+    };
+    for sub in subscriptions {
+        match subscriptions::cancel(state, owner, &sub, false, CancelRefund::None).await {
+            // Ended meanwhile (its own end date, another request).
+            Ok(_) | Err(FlowError::Unprocessable { code: "subscription_ended", .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut tx = state.db.begin().await?;
     let mut clock = test_clocks::get(&mut tx, owner, id).await?.ok_or_else(|| not_found(id))?;
     if !test_clocks::delete(&mut tx, owner, id, now).await? {
         return Err(not_found(id));

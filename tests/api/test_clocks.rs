@@ -411,3 +411,45 @@ async fn customers_need_an_existing_clock_of_their_own() {
     assert_eq!(app.snapshot().await, before_live);
     assert_eq!(before, before_live);
 }
+
+#[tokio::test]
+async fn deleting_a_clock_cancels_its_subscriptions_and_voids_their_open_invoices() {
+    use crate::billing::{customer_on, invoices_of, monthly_price, save_card, subscription};
+    let app = spawn_app().await;
+    let id = clock(&app).await;
+    let (_, price) = monthly_price(&app, 4999, None).await;
+    // One charged automatically (paid), one sent as an invoice (left open).
+    let ana = customer_on(&app, &id, "ana").await;
+    save_card(&app, &ana, "4242424242424242").await;
+    let paid = app.post("/v1/subscriptions", json!({"customer_id": ana, "plan_id": price})).await;
+    assert_eq!(paid.status, 200, "{}", paid.text);
+    let bo = customer_on(&app, &id, "bo").await;
+    let sent = app
+        .post("/v1/subscriptions", json!({"customer_id": bo, "plan_id": price, "collection_method": "SEND_INVOICE"}))
+        .await;
+    assert_eq!(sent.status, 200, "{}", sent.text);
+    // A subscription on no clock is untouched.
+    let other = app.post("/v1/customers", json!({"customer": {"email": "cy@example.com"}})).await;
+    let cy = other.body["customer"]["customer_id"].as_str().unwrap().to_string();
+    save_card(&app, &cy, "4242424242424242").await;
+    let free = app.post("/v1/subscriptions", json!({"customer_id": cy, "plan_id": price})).await;
+    assert_eq!(free.status, 200, "{}", free.text);
+
+    let d = delete(&app, &app.test_key, &format!("{CLOCKS}/{id}")).await;
+    assert_eq!(d.status, 200, "{}", d.text);
+    for (r, open_invoice) in [(&paid, false), (&sent, true)] {
+        let sub = r.body["id"].as_str().unwrap();
+        let s = subscription(&app, sub).await;
+        assert_eq!(s["subscription_status"], "CANCELED", "{s}");
+        // At the clock's time, not the real one.
+        assert_eq!(s["canceled_at"], START, "{s}");
+        let invoices = invoices_of(&app, sub).await;
+        assert_eq!(invoices[0]["status"], if open_invoice { "void" } else { "paid" }, "{invoices:?}");
+    }
+    assert_eq!(subscription(&app, free.body["id"].as_str().unwrap()).await["subscription_status"], "ACTIVE");
+    let deleted = app.get("/v1/events?event_type=customer.subscription.deleted").await;
+    assert_eq!(deleted.body["events"].as_array().unwrap().len(), 2, "{}", deleted.text);
+    let voided = app.get("/v1/events?event_type=invoice.voided").await;
+    assert_eq!(voided.body["events"].as_array().unwrap().len(), 1, "{}", voided.text);
+    assert_eq!(advance(&app, &id, "2024-06-01T00:00:00Z").await.status, 404);
+}
