@@ -5,8 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
 use super::{
-    browser_script, csrf_ok, csrf_token, origin_ok, render_message, render_message_page, script_answer, script_message,
-    script_reply,
+    browser_script, csrf_ok, csrf_token, origin_ok, render_message, render_message_page, script_answer, script_reply,
 };
 use crate::domain::card::{Brand, CardInput};
 use crate::domain::checkout_session::{self as cs, CheckoutSession, LineItem, SessionMode, SessionStatus};
@@ -545,14 +544,7 @@ async fn submit(
             return render(page, StatusCode::UNPROCESSABLE_ENTITY, csp);
         }
     };
-    if rate_limited(&state, &req) {
-        let mut res = render_message(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many payment attempts",
-            "Too many payment attempts from your network. Please wait a minute and try again.",
-            None,
-        );
-        res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+    if let Some(res) = super::rate_limited(&state, &req, super::Answer::Page) {
         return Ok(res);
     }
     let result = flow::pay(&state, &data.session.checkout_session_id, payment).await.map_err(flow_error)?;
@@ -717,10 +709,6 @@ async fn entered_of_attempt(
     Ok(entered)
 }
 
-fn rate_limited(state: &AppState, req: &HttpRequest) -> bool {
-    req.peer_addr().map(|a| a.ip()).is_some_and(|ip| state.pay_limiter.check_key(&ip).is_err())
-}
-
 /// `POST /pay/c/{id}/setup` (from the page's script, processor card fields only): checks the
 /// contact details and starts a card setup; answers with what the processor's script needs.
 async fn start_setup(
@@ -755,12 +743,7 @@ async fn start_setup_inner(
             return Ok(script_reply(StatusCode::UNPROCESSABLE_ENTITY, serde_json::json!({ "errors": errors })));
         }
     };
-    if rate_limited(state, req) {
-        let mut res = script_message(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many payment attempts from your network. Please wait a minute and try again.",
-        );
-        res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+    if let Some(res) = super::rate_limited(state, req, super::Answer::Script) {
         return Ok(res);
     }
     match card_setup::start(state, &id, contact).await.map_err(flow_error)? {

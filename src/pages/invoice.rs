@@ -373,10 +373,6 @@ fn require_csrf(state: &AppState, data: &InvoicePage, form: &[(String, String)])
     }
 }
 
-fn rate_limited(state: &AppState, req: &HttpRequest) -> bool {
-    req.peer_addr().map(|a| a.ip()).is_some_and(|ip| state.pay_limiter.check_key(&ip).is_err())
-}
-
 async fn submit(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -418,14 +414,7 @@ async fn submit(
             return render_pay_page(build_page(&state, &data, vec![error], None), StatusCode::UNPROCESSABLE_ENTITY)
         }
     };
-    if rate_limited(&state, &req) {
-        let mut res = render_message(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many payment attempts",
-            "Too many payment attempts from your network. Please wait a minute and try again.",
-            None,
-        );
-        res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+    if let Some(res) = super::rate_limited(&state, &req, super::Answer::Page) {
         return Ok(res);
     }
     let result = flow::pay(&state, &id, card).await;
@@ -579,12 +568,7 @@ async fn start_setup_inner(
     if browser_script(state, data.owner.mode).is_none() {
         return Err(PageError::BadRequest("this invoice takes cards on its own form".into()));
     }
-    if rate_limited(state, req) {
-        let mut res = super::script_message(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many payment attempts from your network. Please wait a minute and try again.",
-        );
-        res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+    if let Some(res) = super::rate_limited(state, req, super::Answer::Script) {
         return Ok(res);
     }
     match flow::start_setup(state, &id).await.map_err(flow_error)? {

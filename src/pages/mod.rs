@@ -200,6 +200,28 @@ pub fn script_message(status: StatusCode, message: &str) -> HttpResponse {
     script_reply(status, serde_json::json!({ "message": message }))
 }
 
+/// Who reads an answer: the browser as a page, or the page's own script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Page,
+    Script,
+}
+
+/// The answer to a card post over the per-address limit (card-testing defence), if it is over.
+pub fn rate_limited(state: &AppState, req: &HttpRequest, answer: Answer) -> Option<HttpResponse> {
+    let over = req.peer_addr().map(|a| a.ip()).is_some_and(|ip| state.pay_limiter.check_key(&ip).is_err());
+    if !over {
+        return None;
+    }
+    let why = "Too many payment attempts from your network. Please wait a minute and try again.";
+    let mut res = match answer {
+        Answer::Page => render_message(StatusCode::TOO_MANY_REQUESTS, "Too many payment attempts", why, None),
+        Answer::Script => script_message(StatusCode::TOO_MANY_REQUESTS, why),
+    };
+    res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+    Some(res)
+}
+
 /// A script request's answer, its failures as messages the page can show (never a page of HTML).
 pub fn script_answer(result: Result<HttpResponse, PageError>, not_found: &str) -> HttpResponse {
     match result {
