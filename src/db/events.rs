@@ -27,21 +27,34 @@ pub struct NewEvent<'a> {
 }
 
 pub async fn insert(conn: &mut Conn, event: NewEvent<'_>, now: Timestamp) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO events (id, merchant_id, livemode, event_type, object_type, object_id, payload, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    insert_many(conn, &[(event, now)]).await
+}
+
+/// Writes many events, one statement per chunk of rows.
+pub async fn insert_many(conn: &mut Conn, events: &[(NewEvent<'_>, Timestamp)]) -> Result<(), sqlx::Error> {
+    let rows: Vec<Vec<Arg>> = events
+        .iter()
+        .map(|(e, at)| {
+            vec![
+                Arg::text(e.id.as_str()),
+                Arg::text(e.owner.merchant_id.as_str()),
+                Arg::Int(e.owner.mode.as_flag()),
+                Arg::text(e.event_type),
+                Arg::text(e.object_type),
+                Arg::text(e.object_id),
+                Arg::text(e.payload),
+                Arg::Int(at.micros()),
+            ]
+        })
+        .collect();
+    super::insert_rows(
+        conn,
+        "events",
+        &["id", "merchant_id", "livemode", "event_type", "object_type", "object_id", "payload", "created_at"],
+        &rows,
+        "",
     )
-    .bind(event.id.as_str())
-    .bind(event.owner.merchant_id.as_str())
-    .bind(event.owner.mode.as_flag())
-    .bind(event.event_type)
-    .bind(event.object_type)
-    .bind(event.object_id)
-    .bind(event.payload)
-    .bind(now.micros())
-    .execute(conn)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// What a list of events is narrowed to; every bound is inclusive.

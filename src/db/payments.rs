@@ -399,34 +399,69 @@ pub struct NewPaymentIntent<'a> {
 }
 
 pub async fn insert_payment_intent(conn: &mut Conn, owner: &Owner, n: NewPaymentIntent<'_>) -> Result<(), sqlx::Error> {
-    let pi = n.intent;
-    sqlx::query(
-        "INSERT INTO payment_intents (id, merchant_id, livemode, amount, amount_received, amount_refunded,
-            currency, status, capture_method, customer_id, invoice_id, checkout_session_id,
-            payment_method_id, attempt_id, last_payment_error, gateway, gateway_ref, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)",
+    insert_payment_intents(conn, &[(owner, n)]).await
+}
+
+/// Writes new payment intents, one statement per chunk of rows.
+pub async fn insert_payment_intents(
+    conn: &mut Conn,
+    intents: &[(&Owner, NewPaymentIntent<'_>)],
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<Vec<Arg>> = intents
+        .iter()
+        .map(|(owner, n)| {
+            let pi = n.intent;
+            vec![
+                Arg::text(pi.payment_intent_id.as_str()),
+                Arg::text(owner.merchant_id.as_str()),
+                Arg::Int(owner.mode.as_flag()),
+                Arg::Int(pi.amount),
+                Arg::Int(pi.amount_received),
+                Arg::Int(pi.amount_refunded),
+                Arg::text(pi.currency.code()),
+                Arg::text(pi.status.as_str()),
+                Arg::text(&pi.capture_method),
+                Arg::opt_text(pi.customer.as_ref().map(|c| c.as_str())),
+                Arg::opt_text(pi.invoice.as_ref().map(|c| c.as_str())),
+                Arg::opt_text(pi.checkout_session.as_ref().map(|c| c.as_str())),
+                Arg::opt_text(pi.payment_method.as_ref().map(|c| c.as_str())),
+                Arg::opt_text(n.attempt.map(|a| a.as_str())),
+                Arg::OptText(pi.last_payment_error.as_ref().and_then(|e| serde_json::to_string(e).ok())),
+                Arg::text(n.gateway),
+                Arg::opt_text(n.gateway_ref),
+                Arg::Int(pi.created_at.micros()),
+                Arg::Int(pi.created_at.micros()),
+            ]
+        })
+        .collect();
+    super::insert_rows(
+        conn,
+        "payment_intents",
+        &[
+            "id",
+            "merchant_id",
+            "livemode",
+            "amount",
+            "amount_received",
+            "amount_refunded",
+            "currency",
+            "status",
+            "capture_method",
+            "customer_id",
+            "invoice_id",
+            "checkout_session_id",
+            "payment_method_id",
+            "attempt_id",
+            "last_payment_error",
+            "gateway",
+            "gateway_ref",
+            "created_at",
+            "updated_at",
+        ],
+        &rows,
+        "",
     )
-    .bind(pi.payment_intent_id.as_str())
-    .bind(owner.merchant_id.as_str())
-    .bind(owner.mode.as_flag())
-    .bind(pi.amount)
-    .bind(pi.amount_received)
-    .bind(pi.amount_refunded)
-    .bind(pi.currency.code())
-    .bind(pi.status.as_str())
-    .bind(&pi.capture_method)
-    .bind(pi.customer.as_ref().map(|c| c.as_str()))
-    .bind(pi.invoice.as_ref().map(|c| c.as_str()))
-    .bind(pi.checkout_session.as_ref().map(|c| c.as_str()))
-    .bind(pi.payment_method.as_ref().map(|c| c.as_str()))
-    .bind(n.attempt.map(|a| a.as_str()))
-    .bind(pi.last_payment_error.as_ref().and_then(|e| serde_json::to_string(e).ok()))
-    .bind(n.gateway)
-    .bind(n.gateway_ref)
-    .bind(pi.created_at.micros())
-    .execute(conn)
-    .await?;
-    Ok(())
+    .await
 }
 
 const PI_COLUMNS: &str = "id, livemode, amount, amount_received, amount_refunded, currency, status, \
@@ -446,6 +481,32 @@ pub async fn get_payment_intent(
     .fetch_optional(conn)
     .await?;
     Ok(row.map(PaymentIntent::from))
+}
+
+/// Payment intents by id, with their owners (those that exist, in no set order).
+pub async fn get_payment_intents_any(
+    conn: &mut Conn,
+    ids: &[&PaymentIntentId],
+) -> Result<Vec<(Owner, PaymentIntent)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        merchant_id: String,
+        #[sqlx(flatten)]
+        pi: PaymentIntentRow,
+    }
+    let mut out = Vec::new();
+    for chunk in ids.chunks(super::MAX_IN_LIST) {
+        let mut sql = Sql::new(&format!("SELECT merchant_id, {PI_COLUMNS} FROM payment_intents WHERE id IN "));
+        sql.in_list(chunk.iter().map(|id| id.as_str()));
+        for r in sql.query_as::<Row>().fetch_all(&mut *conn).await? {
+            let owner = Owner {
+                merchant_id: crate::domain::ids::MerchantId::from_trusted(r.merchant_id),
+                mode: Mode::from_flag(r.pi.livemode),
+            };
+            out.push((owner, PaymentIntent::from(r.pi)));
+        }
+    }
+    Ok(out)
 }
 
 pub async fn list_payment_intents(
@@ -510,31 +571,63 @@ pub struct SandboxCharge {
 
 /// Records a sandbox charge unless one exists under the key; returns the one that is stored.
 pub async fn sandbox_charge(conn: &mut Conn, c: &SandboxCharge, now: Timestamp) -> Result<SandboxCharge, sqlx::Error> {
+    sandbox_charges(conn, std::slice::from_ref(c), now).await?.pop().ok_or_else(|| sqlx::Error::RowNotFound)
+}
+
+/// [`sandbox_charge`] for many keys in one statement (plus one read for keys asked before): the
+/// stored charge of each, in the order asked.
+pub async fn sandbox_charges(
+    conn: &mut Conn,
+    charges: &[SandboxCharge],
+    now: Timestamp,
+) -> Result<Vec<SandboxCharge>, sqlx::Error> {
     // A new key (the usual case) is answered by the insert itself; a replayed one by the stored row.
-    let inserted = sqlx::query_as::<_, SandboxCharge>(
-        "INSERT INTO sandbox_charges (idempotency_key, token, amount, currency, outcome, decline_code, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING
+    let mut fresh: Vec<&SandboxCharge> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for c in charges {
+        if seen.insert(c.idempotency_key.as_str()) {
+            fresh.push(c);
+        }
+    }
+    let rows: Vec<Vec<Arg>> = fresh
+        .iter()
+        .map(|c| {
+            vec![
+                Arg::text(&c.idempotency_key),
+                Arg::text(&c.token),
+                Arg::Int(c.amount),
+                Arg::text(&c.currency),
+                Arg::text(&c.outcome),
+                Arg::opt_text(c.decline_code.as_deref()),
+                Arg::Int(now.micros()),
+            ]
+        })
+        .collect();
+    let mut stored: std::collections::HashMap<String, SandboxCharge> = super::insert_rows_returning::<SandboxCharge>(
+        conn,
+        "sandbox_charges",
+        &["idempotency_key", "token", "amount", "currency", "outcome", "decline_code", "created_at"],
+        &rows,
+        "ON CONFLICT (idempotency_key) DO NOTHING
          RETURNING idempotency_key, token, amount, currency, outcome, decline_code",
     )
-    .bind(&c.idempotency_key)
-    .bind(&c.token)
-    .bind(c.amount)
-    .bind(&c.currency)
-    .bind(&c.outcome)
-    .bind(c.decline_code.as_deref())
-    .bind(now.micros())
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(stored) = inserted {
-        return Ok(stored);
+    .await?
+    .into_iter()
+    .map(|c| (c.idempotency_key.clone(), c))
+    .collect();
+    let replayed: Vec<&str> =
+        fresh.iter().map(|c| c.idempotency_key.as_str()).filter(|k| !stored.contains_key(*k)).collect();
+    for chunk in replayed.chunks(super::MAX_IN_LIST) {
+        let mut sql = Sql::new(
+            "SELECT idempotency_key, token, amount, currency, outcome, decline_code FROM sandbox_charges
+             WHERE idempotency_key IN ",
+        );
+        sql.in_list(chunk.iter().copied());
+        for c in sql.query_as::<SandboxCharge>().fetch_all(&mut *conn).await? {
+            stored.insert(c.idempotency_key.clone(), c);
+        }
     }
-    sqlx::query_as::<_, SandboxCharge>(
-        "SELECT idempotency_key, token, amount, currency, outcome, decline_code FROM sandbox_charges
-         WHERE idempotency_key = $1",
-    )
-    .bind(&c.idempotency_key)
-    .fetch_one(conn)
-    .await
+    charges.iter().map(|c| stored.get(&c.idempotency_key).cloned().ok_or(sqlx::Error::RowNotFound)).collect()
 }
 
 /// Changes a sandbox charge's outcome (a 3-D Secure challenge answered), only from `from`.
@@ -616,6 +709,7 @@ pub async fn sandbox_refund(
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 struct SavedCardRow {
+    id: String,
     gateway: String,
     gateway_ref: String,
     gateway_customer: Option<String>,
@@ -632,30 +726,43 @@ pub async fn saved_card(
     conn: &mut Conn,
     id: &PaymentMethodId,
 ) -> Result<Option<(String, crate::gateway::SavedCard)>, sqlx::Error> {
-    let row = sqlx::query_as::<_, SavedCardRow>(
-        "SELECT gateway, gateway_ref, gateway_customer, brand, last4, exp_month, exp_year, funding, country
-         FROM payment_methods WHERE id = $1",
-    )
-    .bind(id.as_str())
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|r| {
-        (
-            r.gateway,
-            crate::gateway::SavedCard {
-                gateway_ref: r.gateway_ref,
-                gateway_customer: r.gateway_customer,
-                details: CardDetails {
-                    brand: r.brand,
-                    last4: r.last4,
-                    exp_month: r.exp_month.clamp(0, 12) as u32,
-                    exp_year: r.exp_year.clamp(0, 9999) as i32,
-                    funding: r.funding,
-                    country: r.country,
-                },
-            },
-        )
-    }))
+    Ok(saved_cards(conn, &[id]).await?.remove(id))
+}
+
+/// [`saved_card`] for many cards in one read: those that exist, by id.
+pub async fn saved_cards(
+    conn: &mut Conn,
+    ids: &[&PaymentMethodId],
+) -> Result<std::collections::HashMap<PaymentMethodId, (String, crate::gateway::SavedCard)>, sqlx::Error> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in ids.chunks(super::MAX_IN_LIST) {
+        let mut sql = Sql::new(
+            "SELECT id, gateway, gateway_ref, gateway_customer, brand, last4, exp_month, exp_year, funding, country
+             FROM payment_methods WHERE id IN ",
+        );
+        sql.in_list(chunk.iter().map(|id| id.as_str()));
+        for r in sql.query_as::<SavedCardRow>().fetch_all(&mut *conn).await? {
+            out.insert(
+                PaymentMethodId::from_trusted(r.id),
+                (
+                    r.gateway,
+                    crate::gateway::SavedCard {
+                        gateway_ref: r.gateway_ref,
+                        gateway_customer: r.gateway_customer,
+                        details: CardDetails {
+                            brand: r.brand,
+                            last4: r.last4,
+                            exp_month: r.exp_month.clamp(0, 12) as u32,
+                            exp_year: r.exp_year.clamp(0, 9999) as i32,
+                            funding: r.funding,
+                            country: r.country,
+                        },
+                    },
+                ),
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// The customer's newest card saved for charges without them present.
@@ -683,19 +790,48 @@ pub async fn update_payment_intent(
     gateway_ref: Option<&str>,
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE payment_intents SET status = $1, amount_received = $2, last_payment_error = $3,
-            gateway_ref = COALESCE($4, gateway_ref), payment_method_id = $5, updated_at = $6
-         WHERE id = $7",
+    update_payment_intents(conn, &[(pi, gateway_ref)], now).await
+}
+
+/// [`update_payment_intent`] for many (distinct) intents in one statement.
+pub async fn update_payment_intents(
+    conn: &mut Conn,
+    intents: &[(&PaymentIntent, Option<&str>)],
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    if intents.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Vec<Arg>> = intents
+        .iter()
+        .map(|(pi, gateway_ref)| {
+            vec![
+                Arg::text(pi.payment_intent_id.as_str()),
+                Arg::text(pi.status.as_str()),
+                Arg::Int(pi.amount_received),
+                Arg::OptText(pi.last_payment_error.as_ref().and_then(|e| serde_json::to_string(e).ok())),
+                Arg::opt_text(*gateway_ref),
+                Arg::opt_text(pi.payment_method.as_ref().map(|p| p.as_str())),
+                Arg::Int(now.micros()),
+            ]
+        })
+        .collect();
+    super::update_rows(
+        conn,
+        "payment_intents",
+        "id",
+        &[],
+        &[
+            "status",
+            "amount_received",
+            "last_payment_error",
+            "gateway_ref = COALESCE(?, gateway_ref)",
+            "payment_method_id",
+            "updated_at",
+        ],
+        "",
+        &rows,
     )
-    .bind(pi.status.as_str())
-    .bind(pi.amount_received)
-    .bind(pi.last_payment_error.as_ref().and_then(|e| serde_json::to_string(e).ok()))
-    .bind(gateway_ref)
-    .bind(pi.payment_method.as_ref().map(|p| p.as_str()))
-    .bind(now.micros())
-    .bind(pi.payment_intent_id.as_str())
-    .execute(conn)
     .await?;
     Ok(())
 }

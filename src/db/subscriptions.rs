@@ -183,47 +183,86 @@ pub async fn replace_items(conn: &mut Conn, s: &Subscription) -> Result<(), sqlx
 /// Writes every mutable field of `s` if nobody changed it since it was read at `s.engine.version`;
 /// returns whether it did (and then `s.engine.version` is the new version).
 pub async fn save(conn: &mut Conn, s: &mut Subscription) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE subscriptions SET status = $1, plan_id = $2, end_date = $3, current_period_start = $4,
-            current_period_end = $5, trial_start = $6, trial_end = $7, cancel_at = $8, canceled_at = $9,
-            cancel_at_period_end = $10, default_payment_method = $11, latest_invoice = $12, lookup_key = $13,
-            metadata = $14, updated_at = $15, cycle_invoiced = $16, upcoming_sent_for = $17,
-            trial_will_end_sent = $18, next_action_at = $19, billing_anchor = $20, proration_behavior = $21,
-            start_date = $22, version = version + 1
-         WHERE id = $23 AND version = $24",
-    )
-    .bind(s.subscription_status.as_str())
-    .bind(&s.plan_id)
-    .bind(opt_micros(s.end_date))
-    .bind(s.current_period_start.micros())
-    .bind(s.current_period_end.micros())
-    .bind(opt_micros(s.trial_start))
-    .bind(opt_micros(s.trial_end))
-    .bind(opt_micros(s.cancel_at))
-    .bind(opt_micros(s.canceled_at))
-    .bind(i64::from(s.cancel_at_period_end))
-    .bind(s.default_payment_method.as_ref().map(|p| p.as_str()))
-    .bind(s.latest_invoice.as_ref().map(|p| p.as_str()))
-    .bind(s.lookup_key.as_deref())
-    .bind(s.metadata.as_ref().map(Metadata::to_json))
-    .bind(s.updated_at.micros())
-    .bind(i64::from(s.engine.cycle_invoiced))
-    .bind(opt_micros(s.engine.upcoming_sent_for))
-    .bind(i64::from(s.engine.trial_will_end_sent))
-    .bind(opt_micros(s.engine.next_action_at))
-    .bind(s.billing_anchor.micros())
-    .bind(s.proration_behavior.as_str())
-    .bind(s.start_date.micros())
-    .bind(s.id.as_str())
-    .bind(s.engine.version)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if done {
-        s.engine.version += 1;
+    Ok(save_many(conn, &mut [s]).await?[0])
+}
+
+/// The columns [`save`] writes.
+const SAVED_COLUMNS: [&str; 22] = [
+    "status",
+    "plan_id",
+    "end_date",
+    "current_period_start",
+    "current_period_end",
+    "trial_start",
+    "trial_end",
+    "cancel_at",
+    "canceled_at",
+    "cancel_at_period_end",
+    "default_payment_method",
+    "latest_invoice",
+    "lookup_key",
+    "metadata",
+    "updated_at",
+    "cycle_invoiced",
+    "upcoming_sent_for",
+    "trial_will_end_sent",
+    "next_action_at",
+    "billing_anchor",
+    "proration_behavior",
+    "start_date",
+];
+
+/// [`save`] for many subscriptions in one statement (distinct ids): whether each was written.
+pub async fn save_many(conn: &mut Conn, subs: &mut [&mut Subscription]) -> Result<Vec<bool>, sqlx::Error> {
+    if subs.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(done)
+    let rows: Vec<Vec<Arg>> = subs
+        .iter()
+        .map(|s| {
+            vec![
+                Arg::text(s.id.as_str()),
+                Arg::Int(s.engine.version),
+                Arg::text(s.subscription_status.as_str()),
+                Arg::text(&s.plan_id),
+                Arg::OptInt(opt_micros(s.end_date)),
+                Arg::Int(s.current_period_start.micros()),
+                Arg::Int(s.current_period_end.micros()),
+                Arg::OptInt(opt_micros(s.trial_start)),
+                Arg::OptInt(opt_micros(s.trial_end)),
+                Arg::OptInt(opt_micros(s.cancel_at)),
+                Arg::OptInt(opt_micros(s.canceled_at)),
+                Arg::Int(i64::from(s.cancel_at_period_end)),
+                Arg::opt_text(s.default_payment_method.as_ref().map(|p| p.as_str())),
+                Arg::opt_text(s.latest_invoice.as_ref().map(|p| p.as_str())),
+                Arg::opt_text(s.lookup_key.as_deref()),
+                Arg::OptText(s.metadata.as_ref().map(Metadata::to_json)),
+                Arg::Int(s.updated_at.micros()),
+                Arg::Int(i64::from(s.engine.cycle_invoiced)),
+                Arg::OptInt(opt_micros(s.engine.upcoming_sent_for)),
+                Arg::Int(i64::from(s.engine.trial_will_end_sent)),
+                Arg::OptInt(opt_micros(s.engine.next_action_at)),
+                Arg::Int(s.billing_anchor.micros()),
+                Arg::text(s.proration_behavior.as_str()),
+                Arg::Int(s.start_date.micros()),
+            ]
+        })
+        .collect();
+    let changed: std::collections::HashSet<String> =
+        super::update_rows(conn, "subscriptions", "id", &["version"], &SAVED_COLUMNS, "version = version + 1", &rows)
+            .await?
+            .into_iter()
+            .collect();
+    Ok(subs
+        .iter_mut()
+        .map(|s| {
+            let done = changed.contains(s.id.as_str());
+            if done {
+                s.engine.version += 1;
+            }
+            done
+        })
+        .collect())
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -416,6 +455,18 @@ pub async fn get_any(conn: &mut Conn, id: &SubscriptionId) -> Result<Option<(Own
     Ok(with_items(conn, row.into_iter().collect()).await?.pop())
 }
 
+/// Subscriptions by id alone, with their owners (those that exist, in no set order).
+pub async fn get_many_any(conn: &mut Conn, ids: &[&SubscriptionId]) -> Result<Vec<(Owner, Subscription)>, sqlx::Error> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(super::MAX_IN_LIST) {
+        let mut sql = Sql::new(&format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id IN "));
+        sql.in_list(chunk.iter().map(|id| id.as_str()));
+        let rows = sql.query_as::<SubscriptionRow>().fetch_all(&mut *conn).await?;
+        out.extend(with_items(conn, rows).await?);
+    }
+    Ok(out)
+}
+
 /// Subscriptions on the system clock with work due at or before `now`, earliest first.
 pub async fn due(conn: &mut Conn, now: Timestamp, limit: i64) -> Result<Vec<(Owner, Subscription)>, sqlx::Error> {
     let rows = sqlx::query_as::<_, SubscriptionRow>(&format!(
@@ -524,118 +575,202 @@ pub async fn list(
 /// The next invoice number for a merchant and mode: `FLEX-000001` and up, without gaps. The
 /// counter row is locked until the caller's transaction ends, so numbers follow commit order.
 pub async fn next_invoice_number(conn: &mut Conn, owner: &Owner) -> Result<String, sqlx::Error> {
-    let updated = sqlx::query_scalar::<_, i64>(
-        "UPDATE invoice_counters SET last_number = last_number + 1
-         WHERE merchant_id = $1 AND livemode = $2 RETURNING last_number",
+    Ok(next_invoice_numbers(conn, owner, 1).await?.remove(0))
+}
+
+/// The next `count` invoice numbers of a merchant and mode, in order, taken with one statement.
+pub async fn next_invoice_numbers(conn: &mut Conn, owner: &Owner, count: usize) -> Result<Vec<String>, sqlx::Error> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let k = count as i64;
+    let last = sqlx::query_scalar::<_, i64>(
+        "INSERT INTO invoice_counters (merchant_id, livemode, last_number) VALUES ($1, $2, $3)
+         ON CONFLICT (merchant_id, livemode) DO UPDATE SET last_number = invoice_counters.last_number + $3
+         RETURNING last_number",
     )
     .bind(owner.merchant_id.as_str())
     .bind(owner.mode.as_flag())
-    .fetch_optional(&mut *conn)
+    .bind(k)
+    .fetch_one(&mut *conn)
     .await?;
-    let number = match updated {
-        Some(n) => n,
-        None => {
-            sqlx::query("INSERT INTO invoice_counters (merchant_id, livemode, last_number) VALUES ($1, $2, 1)")
-                .bind(owner.merchant_id.as_str())
-                .bind(owner.mode.as_flag())
-                .execute(&mut *conn)
-                .await?;
-            1
-        }
-    };
-    Ok(format!("FLEX-{number:06}"))
+    Ok((last - k + 1..=last).map(|n| format!("FLEX-{n:06}")).collect())
 }
 
 pub async fn insert_invoice(conn: &mut Conn, owner: &Owner, i: &Invoice) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO invoices (id, merchant_id, livemode, number, customer_id, subscription_id, status,
-            amount_due, amount_paid, amount_remaining, currency, period_start, period_end, due_date,
-            attempt_count, next_payment_attempt, payment_intent_id, billing_reason, created_at, updated_at,
-            collection_method, charging, first_failed_at, last_decline_code, payment_method_id, test_clock,
-            paid_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19,
-            $20, $21, $22, $23, $24, $25, $26)",
-    )
-    .bind(i.invoice_id.as_str())
-    .bind(owner.merchant_id.as_str())
-    .bind(owner.mode.as_flag())
-    .bind(&i.number)
-    .bind(i.customer.as_str())
-    .bind(i.subscription.as_ref().map(|s| s.as_str()))
-    .bind(i.status.as_str())
-    .bind(i.amount_due)
-    .bind(i.amount_paid)
-    .bind(i.amount_remaining)
-    .bind(i.currency.code())
-    .bind(i.period_start.micros())
-    .bind(i.period_end.micros())
-    .bind(opt_micros(i.due_date))
-    .bind(i.attempt_count)
-    .bind(opt_micros(i.next_payment_attempt))
-    .bind(i.payment_intent.as_ref().map(|p| p.as_str()))
-    .bind(i.billing_reason.as_str())
-    .bind(i.created_at.micros())
-    .bind(i.collection_method.as_str())
-    .bind(i64::from(i.collection.charging))
-    .bind(opt_micros(i.collection.first_failed_at))
-    .bind(i.last_decline_code.as_deref())
-    .bind(i.payment_method.as_ref().map(|p| p.as_str()))
-    .bind(i.collection.test_clock.as_ref().map(|c| c.as_str()))
-    .bind(opt_micros(i.paid_at))
-    .execute(&mut *conn)
-    .await?;
-    for (position, line) in i.lines.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO invoice_lines (id, invoice_id, position, description, price_id, quantity, amount,
-                period_start, period_end, proration, kind)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(format!("{}_{position}", i.invoice_id))
-        .bind(i.invoice_id.as_str())
-        .bind(position as i64)
-        .bind(&line.description)
-        .bind(line.price.as_ref().map(|p| p.as_str()))
-        .bind(line.quantity)
-        .bind(line.amount)
-        .bind(line.period_start.micros())
-        .bind(line.period_end.micros())
-        .bind(i64::from(line.proration))
-        .bind(line.kind.as_str())
-        .execute(&mut *conn)
-        .await?;
+    insert_invoices(conn, &[(owner, i)]).await
+}
+
+const INVOICE_INSERT_COLUMNS: [&str; 27] = [
+    "id",
+    "merchant_id",
+    "livemode",
+    "number",
+    "customer_id",
+    "subscription_id",
+    "status",
+    "amount_due",
+    "amount_paid",
+    "amount_remaining",
+    "currency",
+    "period_start",
+    "period_end",
+    "due_date",
+    "attempt_count",
+    "next_payment_attempt",
+    "payment_intent_id",
+    "billing_reason",
+    "created_at",
+    "updated_at",
+    "collection_method",
+    "charging",
+    "first_failed_at",
+    "last_decline_code",
+    "payment_method_id",
+    "test_clock",
+    "paid_at",
+];
+
+const LINE_INSERT_COLUMNS: [&str; 11] = [
+    "id",
+    "invoice_id",
+    "position",
+    "description",
+    "price_id",
+    "quantity",
+    "amount",
+    "period_start",
+    "period_end",
+    "proration",
+    "kind",
+];
+
+/// Writes new invoices with their lines: one statement per table (per chunk of rows).
+pub async fn insert_invoices(conn: &mut Conn, invoices: &[(&Owner, &Invoice)]) -> Result<(), sqlx::Error> {
+    if invoices.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let rows: Vec<Vec<Arg>> = invoices
+        .iter()
+        .map(|(owner, i)| {
+            vec![
+                Arg::text(i.invoice_id.as_str()),
+                Arg::text(owner.merchant_id.as_str()),
+                Arg::Int(owner.mode.as_flag()),
+                Arg::text(&i.number),
+                Arg::text(i.customer.as_str()),
+                Arg::opt_text(i.subscription.as_ref().map(|s| s.as_str())),
+                Arg::text(i.status.as_str()),
+                Arg::Int(i.amount_due),
+                Arg::Int(i.amount_paid),
+                Arg::Int(i.amount_remaining),
+                Arg::text(i.currency.code()),
+                Arg::Int(i.period_start.micros()),
+                Arg::Int(i.period_end.micros()),
+                Arg::OptInt(opt_micros(i.due_date)),
+                Arg::Int(i.attempt_count),
+                Arg::OptInt(opt_micros(i.next_payment_attempt)),
+                Arg::opt_text(i.payment_intent.as_ref().map(|p| p.as_str())),
+                Arg::text(i.billing_reason.as_str()),
+                Arg::Int(i.created_at.micros()),
+                Arg::Int(i.created_at.micros()),
+                Arg::text(i.collection_method.as_str()),
+                Arg::Int(i64::from(i.collection.charging)),
+                Arg::OptInt(opt_micros(i.collection.first_failed_at)),
+                Arg::opt_text(i.last_decline_code.as_deref()),
+                Arg::opt_text(i.payment_method.as_ref().map(|p| p.as_str())),
+                Arg::opt_text(i.collection.test_clock.as_ref().map(|c| c.as_str())),
+                Arg::OptInt(opt_micros(i.paid_at)),
+            ]
+        })
+        .collect();
+    super::insert_rows(conn, "invoices", &INVOICE_INSERT_COLUMNS, &rows, "").await?;
+    let lines: Vec<Vec<Arg>> = invoices
+        .iter()
+        .flat_map(|(_, i)| {
+            i.lines.iter().enumerate().map(move |(position, line)| {
+                vec![
+                    Arg::Text(format!("{}_{position}", i.invoice_id)),
+                    Arg::text(i.invoice_id.as_str()),
+                    Arg::Int(position as i64),
+                    Arg::text(&line.description),
+                    Arg::opt_text(line.price.as_ref().map(|p| p.as_str())),
+                    Arg::Int(line.quantity),
+                    Arg::Int(line.amount),
+                    Arg::Int(line.period_start.micros()),
+                    Arg::Int(line.period_end.micros()),
+                    Arg::Int(i64::from(line.proration)),
+                    Arg::text(line.kind.as_str()),
+                ]
+            })
+        })
+        .collect();
+    super::insert_rows(conn, "invoice_lines", &LINE_INSERT_COLUMNS, &lines, "").await
 }
 
 /// Writes an invoice's collection state if it still stands as `expected` (status, attempt count
 /// and whether an attempt is in flight) describes; returns whether it did.
 pub async fn save_invoice(conn: &mut Conn, i: &Invoice, expected: &InvoiceVersion) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE invoices SET status = $1, amount_paid = $2, amount_remaining = $3, attempt_count = $4,
-            next_payment_attempt = $5, payment_intent_id = $6, charging = $7, first_failed_at = $8,
-            last_decline_code = $9, paid_at = $10, payment_method_id = $11, updated_at = $12
-         WHERE id = $13 AND status = $14 AND attempt_count = $15 AND charging = $16",
+    Ok(save_invoices(conn, &[(i, expected)]).await?[0])
+}
+
+/// [`save_invoice`] for many invoices in one statement (distinct ids): whether each was written.
+pub async fn save_invoices(
+    conn: &mut Conn,
+    invoices: &[(&Invoice, &InvoiceVersion)],
+) -> Result<Vec<bool>, sqlx::Error> {
+    if invoices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<Vec<Arg>> = invoices
+        .iter()
+        .map(|(i, expected)| {
+            vec![
+                Arg::text(i.invoice_id.as_str()),
+                Arg::text(expected.status.as_str()),
+                Arg::Int(expected.attempt_count),
+                Arg::Int(i64::from(expected.charging)),
+                Arg::text(i.status.as_str()),
+                Arg::Int(i.amount_paid),
+                Arg::Int(i.amount_remaining),
+                Arg::Int(i.attempt_count),
+                Arg::OptInt(opt_micros(i.next_payment_attempt)),
+                Arg::opt_text(i.payment_intent.as_ref().map(|p| p.as_str())),
+                Arg::Int(i64::from(i.collection.charging)),
+                Arg::OptInt(opt_micros(i.collection.first_failed_at)),
+                Arg::opt_text(i.last_decline_code.as_deref()),
+                Arg::OptInt(opt_micros(i.paid_at)),
+                Arg::opt_text(i.payment_method.as_ref().map(|p| p.as_str())),
+                Arg::Int(expected.now.micros()),
+            ]
+        })
+        .collect();
+    let changed: std::collections::HashSet<String> = super::update_rows(
+        conn,
+        "invoices",
+        "id",
+        &["status", "attempt_count", "charging"],
+        &[
+            "status",
+            "amount_paid",
+            "amount_remaining",
+            "attempt_count",
+            "next_payment_attempt",
+            "payment_intent_id",
+            "charging",
+            "first_failed_at",
+            "last_decline_code",
+            "paid_at",
+            "payment_method_id",
+            "updated_at",
+        ],
+        "",
+        &rows,
     )
-    .bind(i.status.as_str())
-    .bind(i.amount_paid)
-    .bind(i.amount_remaining)
-    .bind(i.attempt_count)
-    .bind(opt_micros(i.next_payment_attempt))
-    .bind(i.payment_intent.as_ref().map(|p| p.as_str()))
-    .bind(i64::from(i.collection.charging))
-    .bind(opt_micros(i.collection.first_failed_at))
-    .bind(i.last_decline_code.as_deref())
-    .bind(opt_micros(i.paid_at))
-    .bind(i.payment_method.as_ref().map(|p| p.as_str()))
-    .bind(expected.now.micros())
-    .bind(i.invoice_id.as_str())
-    .bind(expected.status.as_str())
-    .bind(expected.attempt_count)
-    .bind(i64::from(expected.charging))
-    .execute(conn)
     .await?
-    .rows_affected();
-    Ok(done == 1)
+    .into_iter()
+    .collect();
+    Ok(invoices.iter().map(|(i, _)| changed.contains(i.invoice_id.as_str())).collect())
 }
 
 /// How an invoice stood when it was read; [`save_invoice`] writes only over that.
@@ -826,6 +961,22 @@ pub async fn get_invoice_any(
         .fetch_optional(&mut *conn)
         .await?;
     Ok(with_lines(conn, row.into_iter().collect(), public_url).await?.pop())
+}
+
+/// Invoices by id alone, with their owners (those that exist, in no set order).
+pub async fn get_invoices_any(
+    conn: &mut Conn,
+    ids: &[&InvoiceId],
+    public_url: &str,
+) -> Result<Vec<(Owner, Invoice)>, sqlx::Error> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(super::MAX_IN_LIST) {
+        let mut sql = Sql::new(&format!("SELECT {INVOICE_COLUMNS} FROM invoices WHERE id IN "));
+        sql.in_list(chunk.iter().map(|id| id.as_str()));
+        let rows = sql.query_as::<InvoiceRow>().fetch_all(&mut *conn).await?;
+        out.extend(with_lines(conn, rows, public_url).await?);
+    }
+    Ok(out)
 }
 
 /// Open invoices on the system clock whose next attempt (or expired lease) is due.

@@ -1,7 +1,7 @@
 //! Webhook deliveries: the fan-out of each event to the merchant's endpoints (inside the event's
 //! transaction), the lease a worker takes on a due delivery, and what each HTTP try recorded.
 
-use super::Conn;
+use super::{Arg, Conn};
 use crate::domain::ids::{EventId, WebhookAttemptId, WebhookDeliveryId, WebhookEndpointId};
 use crate::domain::timestamp::Timestamp;
 use crate::domain::Owner;
@@ -55,6 +55,29 @@ async fn read_endpoints(
     .await
 }
 
+/// `owner`'s enabled endpoints (or only `endpoint`), read once per transaction inside
+/// [`with_endpoints_read_once`].
+async fn endpoints_of(
+    conn: &mut Conn,
+    owner: &Owner,
+    endpoint: Option<&WebhookEndpointId>,
+) -> Result<Endpoints, sqlx::Error> {
+    let key = (owner.merchant_id.to_string(), owner.mode.as_flag());
+    let cached = match endpoint {
+        None => ENDPOINTS.try_with(|c| c.borrow().get(&key).cloned()).ok(),
+        Some(_) => None,
+    };
+    Ok(match cached {
+        Some(Some(list)) => list,
+        Some(None) => {
+            let list = read_endpoints(conn, owner, None).await?;
+            ENDPOINTS.with(|c| c.borrow_mut().insert(key, list.clone()));
+            list
+        }
+        None => read_endpoints(conn, owner, endpoint).await?,
+    })
+}
+
 /// Queues `event` for every enabled endpoint of `owner` subscribed to its type (or only for
 /// `endpoint`, for a retry). Call in the transaction that writes the event. Returns how many.
 pub async fn enqueue_for_event(
@@ -65,42 +88,79 @@ pub async fn enqueue_for_event(
     endpoint: Option<&WebhookEndpointId>,
     now: Timestamp,
 ) -> Result<usize, sqlx::Error> {
-    let key = (owner.merchant_id.to_string(), owner.mode.as_flag());
-    let cached = match endpoint {
-        None => ENDPOINTS.try_with(|c| c.borrow().get(&key).cloned()).ok(),
-        Some(_) => None,
-    };
-    let endpoints = match cached {
-        Some(Some(list)) => list,
-        Some(None) => {
-            let list = read_endpoints(conn, owner, None).await?;
-            ENDPOINTS.with(|c| c.borrow_mut().insert(key, list.clone()));
-            list
+    let endpoints = endpoints_of(conn, owner, endpoint).await?;
+    // A retry to one endpoint goes there whatever it subscribes to now.
+    let rows: Vec<Vec<Arg>> = endpoints
+        .iter()
+        .filter(|(_, events)| endpoint.is_some() || subscribed(events, event_type))
+        .map(|(endpoint_id, _)| delivery_row(owner, event, endpoint_id, now))
+        .collect();
+    insert_deliveries(conn, &rows).await?;
+    Ok(rows.len())
+}
+
+/// Queues each of many events (`owner`, id, type, time) for the enabled endpoints of its owner
+/// subscribed to its type, reading each owner's endpoints once. Returns how many deliveries.
+pub async fn enqueue_for_events(
+    conn: &mut Conn,
+    events: &[(&Owner, &EventId, &str, Timestamp)],
+) -> Result<usize, sqlx::Error> {
+    let mut by_owner: std::collections::HashMap<(String, i64), Endpoints> = std::collections::HashMap::new();
+    let mut rows = Vec::new();
+    for (owner, event, event_type, now) in events {
+        let key = (owner.merchant_id.to_string(), owner.mode.as_flag());
+        if !by_owner.contains_key(&key) {
+            let list = endpoints_of(conn, owner, None).await?;
+            by_owner.insert(key.clone(), list);
         }
-        None => read_endpoints(conn, owner, endpoint).await?,
-    };
-    let mut queued = 0;
-    for (endpoint_id, events) in endpoints {
-        // A retry to one endpoint goes there whatever it subscribes to now.
-        if endpoint.is_none() && !subscribed(&events, event_type) {
-            continue;
+        for (endpoint_id, types) in &by_owner[&key] {
+            if subscribed(types, event_type) {
+                rows.push(delivery_row(owner, event, endpoint_id, *now));
+            }
         }
-        sqlx::query(
-            "INSERT INTO webhook_deliveries (id, merchant_id, livemode, event_id, endpoint_id, status,
-                attempt_count, next_attempt_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)",
-        )
-        .bind(WebhookDeliveryId::generate().as_str())
-        .bind(owner.merchant_id.as_str())
-        .bind(owner.mode.as_flag())
-        .bind(event.as_str())
-        .bind(&endpoint_id)
-        .bind(now.micros())
-        .execute(&mut *conn)
-        .await?;
-        queued += 1;
     }
-    Ok(queued)
+    insert_deliveries(conn, &rows).await?;
+    Ok(rows.len())
+}
+
+fn delivery_row(owner: &Owner, event: &EventId, endpoint_id: &str, now: Timestamp) -> Vec<Arg> {
+    vec![
+        Arg::Text(WebhookDeliveryId::generate().to_string()),
+        Arg::text(owner.merchant_id.as_str()),
+        Arg::Int(owner.mode.as_flag()),
+        Arg::text(event.as_str()),
+        Arg::text(endpoint_id),
+        Arg::text(delivery_status::PENDING),
+        Arg::Int(0),
+        Arg::Int(now.micros()),
+        Arg::Int(now.micros()),
+        Arg::Int(now.micros()),
+    ]
+}
+
+async fn insert_deliveries(conn: &mut Conn, rows: &[Vec<Arg>]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    super::insert_rows(
+        conn,
+        "webhook_deliveries",
+        &[
+            "id",
+            "merchant_id",
+            "livemode",
+            "event_id",
+            "endpoint_id",
+            "status",
+            "attempt_count",
+            "next_attempt_at",
+            "created_at",
+            "updated_at",
+        ],
+        rows,
+        "",
+    )
+    .await
 }
 
 /// A delivery a worker holds: where to send what, with which secrets.

@@ -201,14 +201,7 @@ pub async fn update(
     sql.push(" AND merchant_id = ").bind(Arg::Text(owner.merchant_id.to_string()));
     sql.push(" AND livemode = ").bind(Arg::Int(owner.mode.as_flag()));
     sql.push(" AND status <> 'deleted'");
-    let mut q = sqlx::query(&sql.text);
-    for arg in &sql.args {
-        q = match arg {
-            Arg::Text(s) => q.bind(s.as_str()),
-            Arg::Int(i) => q.bind(*i),
-        };
-    }
-    Ok(q.execute(conn).await?.rows_affected() == 1)
+    Ok(sql.query().execute(conn).await?.rows_affected() == 1)
 }
 
 /// Marks the endpoint deleted (its deliveries and attempts keep pointing at it). Returns whether

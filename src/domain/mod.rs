@@ -129,7 +129,7 @@ impl Mode {
 }
 
 /// The merchant and mode every API call acts for, taken from its key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Owner {
     pub merchant_id: ids::MerchantId,
     pub mode: Mode,

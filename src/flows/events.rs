@@ -1,5 +1,10 @@
 //! Emitting events into the outbox, inside the caller's transaction, with their deliveries to the
 //! merchant's webhook endpoints: no event without the change, no delivery without the event.
+//!
+//! [`emit`] writes one event at once. An [`EventBuffer`] collects the events of many changes (a
+//! billing pass) and writes them all with [`EventBuffer::flush`]: one statement for the events and
+//! one for their deliveries, instead of two per event. Either way an event's payload is the object
+//! as it stands when the event is added, and its id (time-ordered) is given then.
 
 use serde::Serialize;
 use serde_json::json;
@@ -19,25 +24,94 @@ pub async fn emit<T: Serialize>(
     object: &T,
     now: Timestamp,
 ) -> Result<EventId, sqlx::Error> {
-    // A type missing from the list could never be subscribed to by name.
-    debug_assert!(
-        crate::domain::webhook::EVENT_TYPES.contains(&event_type),
-        "event type {event_type} is not in domain::webhook::EVENT_TYPES"
-    );
-    let id = EventId::generate();
-    let payload = json!({
-        "event_id": id,
-        "event_type": event_type,
-        "created_at": now,
-        "test_mode": owner.mode.is_test(),
-        "object": { object_type: object },
-    });
-    db::events::insert(
-        conn,
-        db::events::NewEvent { id: &id, owner, event_type, object_type, object_id, payload: &payload.to_string() },
-        now,
-    )
-    .await?;
-    db::webhook_deliveries::enqueue_for_event(conn, owner, &id, event_type, None, now).await?;
+    let mut buffer = EventBuffer::default();
+    let id = buffer.push(owner, event_type, object_type, object_id, object, now);
+    buffer.flush(conn).await?;
     Ok(id)
+}
+
+struct Buffered {
+    id: EventId,
+    owner: Owner,
+    event_type: String,
+    object_type: String,
+    object_id: String,
+    payload: String,
+    at: Timestamp,
+}
+
+/// Events waiting to be written together, in the order they were added.
+#[derive(Default)]
+pub struct EventBuffer {
+    events: Vec<Buffered>,
+}
+
+impl EventBuffer {
+    /// Adds `event_type` for `object` as it stands now (see [`emit`]); returns the event's id.
+    pub fn push<T: Serialize>(
+        &mut self,
+        owner: &Owner,
+        event_type: &str,
+        object_type: &str,
+        object_id: &str,
+        object: &T,
+        now: Timestamp,
+    ) -> EventId {
+        // A type missing from the list could never be subscribed to by name.
+        debug_assert!(
+            crate::domain::webhook::EVENT_TYPES.contains(&event_type),
+            "event type {event_type} is not in domain::webhook::EVENT_TYPES"
+        );
+        let id = EventId::generate();
+        let payload = json!({
+            "event_id": id,
+            "event_type": event_type,
+            "created_at": now,
+            "test_mode": owner.mode.is_test(),
+            "object": { object_type: object },
+        });
+        self.events.push(Buffered {
+            id: id.clone(),
+            owner: owner.clone(),
+            event_type: event_type.to_string(),
+            object_type: object_type.to_string(),
+            object_id: object_id.to_string(),
+            payload: payload.to_string(),
+            at: now,
+        });
+        id
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Writes the events and their deliveries (call in the transaction of the changes).
+    pub async fn flush(self, conn: &mut Conn) -> Result<(), sqlx::Error> {
+        if self.events.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(db::events::NewEvent<'_>, Timestamp)> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    db::events::NewEvent {
+                        id: &e.id,
+                        owner: &e.owner,
+                        event_type: &e.event_type,
+                        object_type: &e.object_type,
+                        object_id: &e.object_id,
+                        payload: &e.payload,
+                    },
+                    e.at,
+                )
+            })
+            .collect();
+        db::events::insert_many(conn, &rows).await?;
+        let deliveries: Vec<(&Owner, &EventId, &str, Timestamp)> =
+            self.events.iter().map(|e| (&e.owner, &e.id, e.event_type.as_str(), e.at)).collect();
+        db::webhook_deliveries::enqueue_for_events(conn, &deliveries).await?;
+        Ok(())
+    }
 }

@@ -21,6 +21,9 @@ use crate::domain::Mode;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Requests in flight at once to a gateway asked one charge at a time.
+pub const PARALLEL_CHARGES: usize = 32;
+
 /// A card the gateway can charge later: its reference at the gateway, the gateway's customer it
 /// belongs to (Stripe), and what we may show of it.
 #[derive(Clone, Debug)]
@@ -185,6 +188,21 @@ pub trait PaymentGateway: Send + Sync {
     fn card_entry(&self) -> CardEntry<'_>;
 
     fn charge<'a>(&'a self, req: ChargeRequest<'a>) -> BoxFuture<'a, Result<ChargeOutcome, GatewayError>>;
+
+    /// Many charges (distinct idempotency keys), answered in the order asked. Each answer means what
+    /// [`PaymentGateway::charge`]'s does. By default each is asked on its own, a bounded number at
+    /// once; a gateway that can record many at once (the sandbox's ledger) does so.
+    fn charge_many<'a>(
+        &'a self,
+        reqs: Vec<ChargeRequest<'a>>,
+    ) -> BoxFuture<'a, Vec<Result<ChargeOutcome, GatewayError>>> {
+        Box::pin(async move {
+            use futures_util::StreamExt;
+            let asks: Vec<BoxFuture<'a, Result<ChargeOutcome, GatewayError>>> =
+                reqs.into_iter().map(|req| self.charge(req)).collect();
+            futures_util::stream::iter(asks).buffered(PARALLEL_CHARGES).collect().await
+        })
+    }
 
     /// The challenge of a charge that required action has ended.
     fn complete_action<'a>(

@@ -105,25 +105,62 @@ impl PaymentGateway for SandboxGateway {
 
     fn charge<'a>(&'a self, req: ChargeRequest<'a>) -> BoxFuture<'a, Result<ChargeOutcome, GatewayError>> {
         Box::pin(async move {
-            let behavior = behavior_of(&req.card.gateway_ref)
-                .ok_or_else(|| GatewayError::Unavailable("unknown sandbox card reference".into()))?;
-            let (outcome, code) = first_answer(behavior, req.amount, req.off_session);
-            let mut conn = self.db.conn().await.map_err(unavailable)?;
-            let stored = payments::sandbox_charge(
-                &mut conn,
-                &SandboxCharge {
-                    idempotency_key: req.idempotency_key.to_string(),
-                    token: req.card.gateway_ref.clone(),
-                    amount: req.amount,
-                    currency: req.currency.code(),
-                    outcome: outcome.to_string(),
-                    decline_code: code.map(|c| c.as_str().to_string()),
-                },
-                self.clock.now(),
-            )
-            .await
-            .map_err(unavailable)?;
-            outcome_of(&stored)
+            self.charge_many(vec![req])
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(GatewayError::Unavailable("no sandbox answer".into())))
+        })
+    }
+
+    /// Records every charge in the ledger with one statement (in the ledger's own transaction, as
+    /// a processor keeps its own records); a key asked before gets its first answer.
+    fn charge_many<'a>(
+        &'a self,
+        reqs: Vec<ChargeRequest<'a>>,
+    ) -> BoxFuture<'a, Vec<Result<ChargeOutcome, GatewayError>>> {
+        Box::pin(async move {
+            let asked: Vec<Result<SandboxCharge, GatewayError>> = reqs
+                .iter()
+                .map(|req| {
+                    let behavior = behavior_of(&req.card.gateway_ref)
+                        .ok_or_else(|| GatewayError::Unavailable("unknown sandbox card reference".into()))?;
+                    let (outcome, code) = first_answer(behavior, req.amount, req.off_session);
+                    Ok(SandboxCharge {
+                        idempotency_key: req.idempotency_key.to_string(),
+                        token: req.card.gateway_ref.clone(),
+                        amount: req.amount,
+                        currency: req.currency.code(),
+                        outcome: outcome.to_string(),
+                        decline_code: code.map(|c| c.as_str().to_string()),
+                    })
+                })
+                .collect();
+            let to_record: Vec<SandboxCharge> = asked.iter().filter_map(|a| a.as_ref().ok().cloned()).collect();
+            let recorded = async {
+                if to_record.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut conn = self.db.conn().await?;
+                payments::sandbox_charges(&mut conn, &to_record, self.clock.now()).await
+            }
+            .await;
+            let mut stored = match recorded {
+                Ok(stored) => stored.into_iter(),
+                Err(e) => {
+                    let message = e.to_string();
+                    return asked.into_iter().map(|a| a.and(Err(GatewayError::Unavailable(message.clone())))).collect();
+                }
+            };
+            asked
+                .into_iter()
+                .map(|a| {
+                    a?;
+                    stored
+                        .next()
+                        .as_ref()
+                        .map_or_else(|| Err(GatewayError::Unavailable("no sandbox answer".into())), outcome_of)
+                })
+                .collect()
         })
     }
 
