@@ -8,3 +8,9 @@ CREATE TABLE billing_settings (
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (merchant_id, livemode)
 );
+
+-- When the engine must look at an open invoice for something other than a charge: a SEND_INVOICE
+-- invoice's due date (overdue), or dunning's last day after a hard decline (uncollectible).
+ALTER TABLE invoices ADD COLUMN collection_deadline BIGINT;
+CREATE INDEX invoices_deadline ON invoices (collection_deadline) WHERE test_clock IS NULL;
+CREATE INDEX invoices_clock_deadline ON invoices (test_clock, collection_deadline);

@@ -501,7 +501,15 @@ pub async fn next_due_on_clock(
     .bind(to.micros())
     .fetch_one(&mut *conn)
     .await?;
-    Ok([sub, inv].into_iter().flatten().min().map(Timestamp::from_micros))
+    let deadline = sqlx::query_scalar::<_, Option<i64>>(
+        "SELECT MIN(collection_deadline) FROM invoices WHERE test_clock = $1 AND status = 'open'
+            AND collection_deadline <= $2",
+    )
+    .bind(clock.as_str())
+    .bind(to.micros())
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok([sub, inv, deadline].into_iter().flatten().min().map(Timestamp::from_micros))
 }
 
 /// Subscriptions on test clock `clock` due exactly at or before `at`.
@@ -601,7 +609,7 @@ pub async fn insert_invoice(conn: &mut Conn, owner: &Owner, i: &Invoice) -> Resu
     insert_invoices(conn, &[(owner, i)]).await
 }
 
-const INVOICE_INSERT_COLUMNS: [&str; 27] = [
+const INVOICE_INSERT_COLUMNS: [&str; 28] = [
     "id",
     "merchant_id",
     "livemode",
@@ -629,6 +637,7 @@ const INVOICE_INSERT_COLUMNS: [&str; 27] = [
     "payment_method_id",
     "test_clock",
     "paid_at",
+    "collection_deadline",
 ];
 
 const LINE_INSERT_COLUMNS: [&str; 11] = [
@@ -681,6 +690,7 @@ pub async fn insert_invoices(conn: &mut Conn, invoices: &[(&Owner, &Invoice)]) -
                 Arg::opt_text(i.payment_method.as_ref().map(|p| p.as_str())),
                 Arg::opt_text(i.collection.test_clock.as_ref().map(|c| c.as_str())),
                 Arg::OptInt(opt_micros(i.paid_at)),
+                Arg::OptInt(opt_micros(i.collection.deadline)),
             ]
         })
         .collect();
@@ -741,6 +751,8 @@ pub async fn save_invoices(
                 Arg::opt_text(i.last_decline_code.as_deref()),
                 Arg::OptInt(opt_micros(i.paid_at)),
                 Arg::opt_text(i.payment_method.as_ref().map(|p| p.as_str())),
+                Arg::OptInt(opt_micros(i.due_date)),
+                Arg::OptInt(opt_micros(i.collection.deadline)),
                 Arg::Int(expected.now.micros()),
             ]
         })
@@ -762,6 +774,8 @@ pub async fn save_invoices(
             "last_decline_code",
             "paid_at",
             "payment_method_id",
+            "due_date",
+            "collection_deadline",
             "updated_at",
         ],
         "",
@@ -816,12 +830,13 @@ struct InvoiceRow {
     payment_method_id: Option<String>,
     test_clock: Option<String>,
     paid_at: Option<i64>,
+    collection_deadline: Option<i64>,
 }
 
 const INVOICE_COLUMNS: &str = "id, merchant_id, livemode, number, customer_id, subscription_id, status, amount_due,
     amount_paid, amount_remaining, currency, period_start, period_end, due_date, attempt_count,
     next_payment_attempt, payment_intent_id, billing_reason, created_at, collection_method, charging,
-    first_failed_at, last_decline_code, payment_method_id, test_clock, paid_at";
+    first_failed_at, last_decline_code, payment_method_id, test_clock, paid_at, collection_deadline";
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 struct LineRow {
@@ -887,6 +902,7 @@ impl InvoiceRow {
                 charging: r.charging != 0,
                 first_failed_at: r.first_failed_at.map(ts),
                 test_clock: r.test_clock.map(TestClockId::from_trusted),
+                deadline: r.collection_deadline.map(ts),
             },
         }
     }
@@ -992,6 +1008,42 @@ pub async fn due_invoices(
     ))
     .bind(now.micros())
     .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    with_lines(conn, rows, public_url).await
+}
+
+/// Open invoices on the system clock whose collection deadline has come (see
+/// `CollectionState::deadline`).
+pub async fn past_deadline(
+    conn: &mut Conn,
+    now: Timestamp,
+    limit: i64,
+    public_url: &str,
+) -> Result<Vec<(Owner, Invoice)>, sqlx::Error> {
+    let rows = sqlx::query_as::<_, InvoiceRow>(&format!(
+        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE test_clock IS NULL AND collection_deadline <= $1
+            AND status = 'open' ORDER BY collection_deadline LIMIT $2"
+    ))
+    .bind(now.micros())
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    with_lines(conn, rows, public_url).await
+}
+
+pub async fn past_deadline_on_clock(
+    conn: &mut Conn,
+    clock: &TestClockId,
+    at: Timestamp,
+    public_url: &str,
+) -> Result<Vec<(Owner, Invoice)>, sqlx::Error> {
+    let rows = sqlx::query_as::<_, InvoiceRow>(&format!(
+        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE test_clock = $1 AND collection_deadline <= $2
+            AND status = 'open' ORDER BY collection_deadline, id"
+    ))
+    .bind(clock.as_str())
+    .bind(at.micros())
     .fetch_all(&mut *conn)
     .await?;
     with_lines(conn, rows, public_url).await

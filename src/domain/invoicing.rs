@@ -221,6 +221,13 @@ pub fn next_retry(first_failed_at: Timestamp, failed_attempt: i64) -> Option<Tim
     RETRY_DAYS.get(index).map(|days| first_failed_at.plus_seconds(days * 86_400))
 }
 
+/// The last day of dunning for an invoice that first failed at `first_failed_at` (the day of its last
+/// retry): a hard-declined invoice, retried by nobody, is given up on then.
+pub fn dunning_ends(first_failed_at: Timestamp) -> Timestamp {
+    let last = RETRY_DAYS.last().copied().unwrap_or(0);
+    first_failed_at.plus_seconds(last * 86_400)
+}
+
 /// Sum of the invoice's lines, exactly.
 pub fn total(lines: &[InvoiceLine]) -> i64 {
     lines.iter().map(|l| l.amount).sum()

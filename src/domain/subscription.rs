@@ -240,4 +240,8 @@ pub struct CollectionState {
     pub charging: bool,
     pub first_failed_at: Option<Timestamp>,
     pub test_clock: Option<TestClockId>,
+    /// When the engine must look at the open invoice for something other than an attempt: a
+    /// `SEND_INVOICE` invoice's due date (overdue: the subscription is `PAST_DUE`), or, after a
+    /// hard decline, dunning's last day (uncollectible). `None` once that has happened.
+    pub deadline: Option<Timestamp>,
 }

@@ -25,6 +25,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "invoice.created",
     "invoice.finalized",
     "invoice.marked_uncollectible",
+    "invoice.overdue",
     "invoice.paid",
     "invoice.payment_failed",
     "invoice.payment_succeeded",

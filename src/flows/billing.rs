@@ -217,6 +217,7 @@ async fn build_invoice(
     let automatic = sub.collection_method == CollectionMethod::ChargeAutomatically;
     // An `UNPAID` subscription's invoices wait for the customer (hosted page, `/pay`).
     let charging = automatic && amount_due > 0 && f.charge && sub.subscription_status != SubscriptionStatus::Unpaid;
+    let due_date = (!automatic && amount_due > 0).then(|| invoicing::due_date(&zone, f.at, sub.payment_terms));
     let id = InvoiceId::generate();
     Ok(Invoice {
         hosted_invoice_url: Some(hosted_url(state, &id)),
@@ -231,7 +232,7 @@ async fn build_invoice(
         currency: sub.currency,
         period_start: Timestamp::from_datetime(f.period.start),
         period_end: Timestamp::from_datetime(f.period.end),
-        due_date: (!automatic && amount_due > 0).then(|| invoicing::due_date(&zone, f.at, sub.payment_terms)),
+        due_date,
         attempt_count: i64::from(charging),
         next_payment_attempt: charging.then(|| f.at.plus_seconds(state.settings.payment_stale_seconds)),
         lines,
@@ -243,7 +244,13 @@ async fn build_invoice(
         paid_at: (amount_due == 0).then_some(f.at),
         created_at: f.at,
         test_mode: sub.test_mode,
-        collection: CollectionState { charging, first_failed_at: None, test_clock: sub.test_clock.clone() },
+        collection: CollectionState {
+            charging,
+            first_failed_at: None,
+            test_clock: sub.test_clock.clone(),
+            // A preview is never written, so its deadline never comes.
+            deadline: due_date,
+        },
     })
 }
 
@@ -263,6 +270,7 @@ pub async fn update_invoice(
     let zone = crate::domain::billing_period::Zone::named(&sub.customer_timezone)
         .unwrap_or_else(crate::domain::billing_period::Zone::utc);
     let id = InvoiceId::generate();
+    let due_date = (!automatic && amount_due > 0).then(|| invoicing::due_date(&zone, at, sub.payment_terms));
     Ok(Invoice {
         hosted_invoice_url: Some(hosted_url(state, &id)),
         invoice_id: id,
@@ -276,7 +284,7 @@ pub async fn update_invoice(
         currency: sub.currency,
         period_start: at,
         period_end: sub.current_period_end,
-        due_date: (!automatic && amount_due > 0).then(|| invoicing::due_date(&zone, at, sub.payment_terms)),
+        due_date,
         attempt_count: i64::from(charging),
         next_payment_attempt: charging.then(|| at.plus_seconds(state.settings.payment_stale_seconds)),
         lines,
@@ -288,7 +296,12 @@ pub async fn update_invoice(
         paid_at: (amount_due == 0).then_some(at),
         created_at: at,
         test_mode: sub.test_mode,
-        collection: CollectionState { charging, first_failed_at: None, test_clock: sub.test_clock.clone() },
+        collection: CollectionState {
+            charging,
+            first_failed_at: None,
+            test_clock: sub.test_clock.clone(),
+            deadline: due_date,
+        },
     })
 }
 
@@ -712,6 +725,7 @@ pub async fn settle(
             invoice.next_payment_attempt = None;
             invoice.paid_at = Some(at);
             invoice.last_decline_code = None;
+            invoice.collection.deadline = None;
             pi.status = PaymentIntentStatus::Succeeded;
             pi.amount_received = invoice.amount_due;
             pi.last_payment_error = None;
@@ -766,6 +780,13 @@ pub async fn settle(
                 },
             });
             invoice_events.push("invoice.payment_failed");
+            if hard && automatic && !incomplete && invoice.collection.deadline.is_none() {
+                // No retry can fix it: the customer has until dunning's last day to pay with
+                // another card, then it ends as if the retries had failed.
+                let ends = invoicing::dunning_ends(first_failed);
+                invoice.collection.deadline = Some(ends);
+                invoice.due_date = Some(ends);
+            }
             let last = automatic && !hard && !incomplete && invoice.attempt_count >= MAX_ATTEMPTS;
             if last {
                 invoice.status = InvoiceStatus::Uncollectible;
@@ -775,13 +796,7 @@ pub async fn settle(
                 // A customer's failed try on the page at a SEND_INVOICE invoice is not dunning.
                 if !incomplete && automatic && s.is_live() {
                     if last {
-                        match db::billing_settings::get(conn, &owner).await?.after_final_failure {
-                            AfterFinalFailure::Unpaid => set_status(s, &mut effects, SubscriptionStatus::Unpaid, at),
-                            AfterFinalFailure::Canceled => {
-                                s.canceled_at = Some(at);
-                                set_status(s, &mut effects, SubscriptionStatus::Canceled, at);
-                            }
-                        }
+                        end_dunning(conn, &owner, s, &mut effects, at).await?;
                     } else {
                         set_status(s, &mut effects, SubscriptionStatus::PastDue, at);
                     }
@@ -833,6 +848,74 @@ pub async fn settle(
         events::emit(conn, &owner, e, "invoice", invoice.invoice_id.as_str(), &invoice, at).await?;
     }
     emit_all(conn, &owner, &effects).await?;
+    Ok(true)
+}
+
+/// Dunning gave up on the subscription's invoice: it is `CANCELED`, or `UNPAID` if the merchant's
+/// billing settings say so.
+async fn end_dunning(
+    conn: &mut Conn,
+    owner: &Owner,
+    s: &mut Subscription,
+    effects: &mut Effects,
+    at: Timestamp,
+) -> Result<(), FlowError> {
+    match db::billing_settings::get(conn, owner).await?.after_final_failure {
+        AfterFinalFailure::Unpaid => set_status(s, effects, SubscriptionStatus::Unpaid, at),
+        AfterFinalFailure::Canceled => {
+            s.canceled_at = Some(at);
+            set_status(s, effects, SubscriptionStatus::Canceled, at);
+        }
+    }
+    Ok(())
+}
+
+/// An open invoice's collection deadline has come: a `SEND_INVOICE` invoice is overdue
+/// (`invoice.overdue`, its subscription `PAST_DUE`); a hard-declined one is given up on
+/// (`uncollectible`, its subscription ended as after the last retry). Nothing is charged. Returns
+/// whether it was done here (not by another writer first).
+pub async fn pass_deadline(
+    conn: &mut Conn,
+    owner: &Owner,
+    mut invoice: Invoice,
+    at: Timestamp,
+) -> Result<bool, FlowError> {
+    let Some(deadline) = invoice.collection.deadline else { return Ok(false) };
+    if invoice.status != InvoiceStatus::Open || invoice.collection.charging || deadline > at {
+        return Ok(false);
+    }
+    let expected = InvoiceVersion::of(&invoice, at);
+    invoice.collection.deadline = None;
+    let overdue = invoice.collection_method == CollectionMethod::SendInvoice;
+    let event = if overdue {
+        "invoice.overdue"
+    } else {
+        invoice.status = InvoiceStatus::Uncollectible;
+        invoice.next_payment_attempt = None;
+        "invoice.marked_uncollectible"
+    };
+    if !db::subscriptions::save_invoice(conn, &invoice, &expected).await? {
+        return Ok(false);
+    }
+    events::emit(conn, owner, event, "invoice", invoice.invoice_id.as_str(), &invoice, deadline).await?;
+    let sub = match &invoice.subscription {
+        Some(id) => db::subscriptions::get_any(conn, id).await?.map(|(_, s)| s),
+        None => None,
+    };
+    if let Some(mut s) = sub.filter(Subscription::is_live) {
+        let before = s.subscription_status;
+        let mut effects = Effects::default();
+        if overdue {
+            set_status(&mut s, &mut effects, SubscriptionStatus::PastDue, deadline);
+        } else {
+            end_dunning(conn, owner, &mut s, &mut effects, deadline).await?;
+        }
+        if s.subscription_status != before {
+            s.engine.next_action_at = next_action(&s);
+            save_subscription_retrying(conn, &mut s).await?;
+            emit_all(conn, owner, &effects).await?;
+        }
+    }
     Ok(true)
 }
 
@@ -1039,6 +1122,17 @@ pub async fn run_due(state: &AppState, limit: i64) -> Result<usize, FlowError> {
         tx.commit().await?;
     }
     handled += charge_and_settle(state, jobs, now).await?;
+    let late = {
+        let mut conn = state.db.conn().await?;
+        db::subscriptions::past_deadline(&mut conn, now, limit, &state.settings.public_url).await?
+    };
+    if !late.is_empty() {
+        let mut tx = state.db.begin().await?;
+        for (owner, invoice) in late {
+            handled += usize::from(pass_deadline(&mut tx, &owner, invoice, now).await?);
+        }
+        tx.commit().await?;
+    }
     Ok(handled)
 }
 
@@ -1063,6 +1157,11 @@ pub async fn run_clock(state: &AppState, clock: &TestClockId, to: Timestamp) -> 
             db::subscriptions::due_invoices_on_clock(&mut tx, clock, at, &state.settings.public_url).await?
         {
             jobs.extend(claim(state, &mut tx, &owner, invoice, at).await?);
+        }
+        for (owner, invoice) in
+            db::subscriptions::past_deadline_on_clock(&mut tx, clock, at, &state.settings.public_url).await?
+        {
+            done += usize::from(pass_deadline(&mut tx, &owner, invoice, at).await?);
         }
         tx.commit().await?;
         done += charge_and_settle(state, jobs, at).await?;

@@ -1111,7 +1111,12 @@ async fn start_subscription(
         paid_at: Some(now),
         created_at: now,
         test_mode: owner.mode.is_test(),
-        collection: CollectionState { charging: false, first_failed_at: None, test_clock: test_clock.clone() },
+        collection: CollectionState {
+            charging: false,
+            first_failed_at: None,
+            test_clock: test_clock.clone(),
+            deadline: None,
+        },
     };
     let metadata = data
         .and_then(|d| d.metadata.as_ref())

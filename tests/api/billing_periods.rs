@@ -2253,14 +2253,81 @@ async fn a_hard_decline_at_renewal_stops_automatic_retries() {
     assert_eq!(subscription(&app, &id).await["subscription_status"], "PAST_DUE");
     let pi = app.get(&format!("/v1/payment_intents/{}", renewal["payment_intent"].as_str().unwrap())).await;
     assert_eq!(pi.body["payment_intent"]["last_payment_error"]["decline_code"], "authentication_required");
-    // Days pass: still one attempt.
-    advance(&app, &c, "2024-05-20T00:00:00Z").await;
+    // Days pass: still one attempt (until the collection deadline, see below).
+    advance(&app, &c, "2024-05-14T00:00:00Z").await;
     let later = invoices_of(&app, &id).await.pop().unwrap();
     assert_eq!((&later["attempt_count"], &later["status"]), (&json!(1), &json!("open")));
     assert_eq!(subscription(&app, &id).await["subscription_status"], "PAST_DUE");
     let failed = events_of(&app, "invoice.payment_failed").await;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["object"]["invoice"]["next_payment_attempt"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_hard_declined_invoice_unpaid_by_the_last_retry_day_ends_dunning_without_another_charge() {
+    for unpaid in [false, true] {
+        let app = spawn_app().await;
+        if unpaid {
+            let r =
+                app.post("/v1/billing_settings", json!({"billing_settings": {"after_final_failure": "UNPAID"}})).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+        let c = clock(&app, "2024-05-01T00:00:00Z").await;
+        let customer = customer_on(&app, &c, "c").await;
+        save_card_through_challenge(&app, &customer, THREE_DS_ALWAYS_CARD).await;
+        let price = make_price(&app, 4999, Some("monthly"), 1, Some(7), "usd").await;
+        let id = id_of(&create_ok(&app, json!({"customer_id": customer, "plan_id": price})).await);
+        advance(&app, &c, "2024-05-08T00:00:01Z").await;
+        let renewal = invoices_of(&app, &id).await.pop().unwrap();
+        assert_eq!(renewal["last_decline_code"], "authentication_required");
+        assert_eq!(renewal["next_payment_attempt"], Value::Null, "{renewal}");
+        // The customer has until the day of dunning's last retry to pay on the hosted page.
+        assert_eq!(renewal["due_date"], "2024-05-15T00:00:00Z", "{renewal}");
+        advance(&app, &c, "2024-05-14T23:59:59Z").await;
+        assert_eq!(subscription(&app, &id).await["subscription_status"], "PAST_DUE");
+        advance(&app, &c, "2024-05-15T00:00:01Z").await;
+        let ended = invoices_of(&app, &id).await.pop().unwrap();
+        assert_eq!((&ended["status"], &ended["attempt_count"]), (&json!("uncollectible"), &json!(1)), "{ended}");
+        let status = if unpaid { "UNPAID" } else { "CANCELED" };
+        assert_eq!(subscription(&app, &id).await["subscription_status"], status);
+        assert_eq!(events_of(&app, "invoice.marked_uncollectible").await.len(), 1);
+        assert_eq!(events_of(&app, "invoice.payment_failed").await.len(), 1, "no charge at the deadline");
+        assert_eq!(events_of(&app, "customer.subscription.deleted").await.len(), usize::from(!unpaid));
+        // Nothing more is due on it.
+        advance(&app, &c, "2024-05-30T00:00:00Z").await;
+        assert_eq!(events_of(&app, "invoice.marked_uncollectible").await.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_send_invoice_subscription_is_past_due_once_its_invoice_is_overdue_and_active_once_paid() {
+    let app = spawn_app().await;
+    let (c, customer) = customer_at(&app, "2024-03-01T00:00:00Z", "c", None).await;
+    let price = monthly(&app, 4999).await;
+    let body = json!({"customer_id": customer, "plan_id": price, "collection_method": "SEND_INVOICE",
+        "payment_terms": "15_NET"});
+    let id = id_of(&create_ok(&app, body).await);
+    let first = invoices_of(&app, &id).await.pop().unwrap();
+    assert_eq!(first["due_date"], "2024-03-16T00:00:00Z", "{first}");
+    assert_eq!(first["next_payment_attempt"], Value::Null, "nothing is charged automatically: {first}");
+    advance(&app, &c, "2024-03-15T23:59:59Z").await;
+    assert_eq!(subscription(&app, &id).await["subscription_status"], "ACTIVE");
+    assert!(events_of(&app, "invoice.overdue").await.is_empty());
+    advance(&app, &c, "2024-03-16T00:00:01Z").await;
+    assert_eq!(subscription(&app, &id).await["subscription_status"], "PAST_DUE");
+    let overdue = events_of(&app, "invoice.overdue").await;
+    assert_eq!(overdue.len(), 1);
+    assert_eq!(overdue[0]["object"]["invoice"]["invoice_id"], first["invoice_id"]);
+    assert_eq!(overdue[0]["created_at"], "2024-03-16T00:00:00Z");
+    // Still open: the customer pays it on its page, and the subscription is active again.
+    let open = invoice(&app, first["invoice_id"].as_str().unwrap()).await;
+    assert_eq!(open["status"], "open");
+    let paid = crate::invoice_page::pay_invoice(&app, &crate::invoice_page::page_path(&open), GOOD_CARD).await;
+    assert_eq!(paid.status, 303, "{}", paid.html);
+    assert_eq!(subscription(&app, &id).await["subscription_status"], "ACTIVE");
+    // Once only.
+    advance(&app, &c, "2024-03-20T00:00:00Z").await;
+    assert_eq!(events_of(&app, "invoice.overdue").await.len(), 1);
 }
 
 #[tokio::test]

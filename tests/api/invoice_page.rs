@@ -53,7 +53,7 @@ async fn open_invoice_as(app: &TestApp, key: &str) -> (String, String, Value) {
     (customer, sub, invoice)
 }
 
-fn page_path(invoice: &Value) -> String {
+pub(crate) fn page_path(invoice: &Value) -> String {
     let url = invoice["hosted_invoice_url"].as_str().unwrap();
     let path = url.split_once("/pay/i/").map(|(_, id)| format!("/pay/i/{id}")).unwrap();
     assert_eq!(path, format!("/pay/i/{}", invoice["invoice_id"].as_str().unwrap()));
@@ -71,7 +71,7 @@ async fn get_page(app: &TestApp, path: &str) -> Page {
     Page { status: r.status().as_u16(), headers: r.headers().clone(), html: r.text().await.unwrap() }
 }
 
-async fn pay_invoice(app: &TestApp, path: &str, card: &str) -> Posted {
+pub(crate) async fn pay_invoice(app: &TestApp, path: &str, card: &str) -> Posted {
     let token = csrf(&get_page(app, path).await.html);
     post_form(
         app,
