@@ -591,10 +591,14 @@ pub async fn update(
             sub.engine.trial_will_end_sent = false;
         }
         let mut proration = None;
+        let mut credit = None;
         if let Some(plan) = &patch.plan_id {
             let before = sub.clone();
             change_plan(&mut tx, owner, &mut sub, plan).await?;
             let lines = proration_lines(&before, &sub, now);
+            // A downgrade: more unused time on the old plan than the rest of the period costs on
+            // the new one. The customer has no balance to carry it, so it goes back to the card.
+            credit = Some(-invoicing::total(&lines)).filter(|c| *c > 0);
             if !lines.is_empty() {
                 let invoice = billing::update_invoice(state, &mut tx, &sub, lines, now).await?;
                 sub.latest_invoice = Some(invoice.invoice_id.clone());
@@ -633,6 +637,9 @@ pub async fn update(
         }
         tx.commit().await?;
         collect_now(state, charges, now).await?;
+        if let Some(credit) = credit {
+            refund_credit(state, owner, &sub, credit, now).await?;
+        }
         let mut conn = state.db.conn().await?;
         return db::subscriptions::get(&mut conn, owner, id)
             .await?
@@ -838,6 +845,57 @@ pub async fn cancel(
     })
 }
 
+/// The paid invoice (with a payment) that billed the period `now` falls in.
+async fn period_invoice(
+    conn: &mut Conn,
+    owner: &Owner,
+    sub: &Subscription,
+    now: Timestamp,
+) -> Result<Option<Invoice>, FlowError> {
+    let filter = db::subscriptions::InvoiceFilter {
+        subscription: Some(sub.id.to_string()),
+        status: Some("paid".into()),
+        ..Default::default()
+    };
+    let page =
+        db::subscriptions::list_invoices(conn, owner, &filter, &Cursor { limit: 20, ..Default::default() }, "").await?;
+    Ok(page
+        .items
+        .into_iter()
+        .find(|i| i.period_start <= now && now < i.period_end && i.payment_intent.is_some() && i.amount_paid > 0))
+}
+
+/// Refunds a downgrade's credit to the payment of the period it was paid in (up to what that
+/// payment took). A refund the processor refuses is logged: the plan change stands.
+async fn refund_credit(
+    state: &AppState,
+    owner: &Owner,
+    sub: &Subscription,
+    credit: i64,
+    now: Timestamp,
+) -> Result<(), FlowError> {
+    let invoice = {
+        let mut conn = state.db.conn().await?;
+        period_invoice(&mut conn, owner, sub, now).await?
+    };
+    let Some(invoice) = invoice else { return Ok(()) };
+    let new = crate::flows::refunds::NewRefund {
+        payment_intent: invoice.payment_intent.map(|p| p.to_string()).unwrap_or_default(),
+        amount: Some(credit.min(invoice.amount_paid)),
+        reason: None,
+        metadata: crate::domain::metadata::Metadata::parse(
+            &serde_json::json!({"subscription": sub.id.as_str(), "reason": "proration_credit"}),
+            "metadata",
+        )
+        .ok()
+        .flatten(),
+    };
+    if let Err(e) = crate::flows::refunds::create(state, owner, new).await {
+        tracing::warn!(subscription = %sub.id, error = ?e, "refund of a downgrade's proration credit failed");
+    }
+    Ok(())
+}
+
 /// The payment intent and amount to refund for the unused part of the current period: what the
 /// period's paid invoice charged for it, prorated to the second, half to even.
 async fn prorated_refund(
@@ -846,16 +904,7 @@ async fn prorated_refund(
     sub: &Subscription,
     now: Timestamp,
 ) -> Result<Option<(String, i64)>, FlowError> {
-    let filter = db::subscriptions::InvoiceFilter {
-        subscription: Some(sub.id.to_string()),
-        status: Some("paid".into()),
-        ..Default::default()
-    };
-    let page =
-        db::subscriptions::list_invoices(conn, owner, &filter, &Cursor { limit: 20, ..Default::default() }, "").await?;
-    let Some(invoice) =
-        page.items.into_iter().find(|i| i.period_start <= now && now < i.period_end && i.payment_intent.is_some())
-    else {
+    let Some(invoice) = period_invoice(conn, owner, sub, now).await? else {
         return Ok(None);
     };
     let paid_for_period: i64 = invoice

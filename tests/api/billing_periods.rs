@@ -1835,6 +1835,37 @@ async fn patch_plan_id_with_prorations_bills_the_rest_of_the_period_now() {
 }
 
 #[tokio::test]
+async fn a_downgrade_refunds_the_credit_the_new_plan_does_not_use() {
+    let app = spawn_app().await;
+    let (c, customer) = customer_at(&app, "2024-04-01T00:00:00Z", "c", Some(GOOD_CARD)).await;
+    let gold = monthly(&app, 3000).await;
+    let basic = monthly(&app, 1200).await;
+    let id = id_of(&create_ok(&app, json!({"customer_id": customer, "plan_id": gold})).await);
+    let first = invoices_of(&app, &id).await.remove(0);
+    let pi = first["payment_intent"].as_str().unwrap().to_string();
+    // Half of April left: -1500 unused on gold, +600 for the rest of April on basic.
+    advance(&app, &c, "2024-04-16T00:00:00Z").await;
+    let r = patch(&app, &id, json!({"plan_id": basic})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let update = invoices_of(&app, &id).await.pop().unwrap();
+    assert_eq!(update["billing_reason"], "subscription_update");
+    let amounts: Vec<i64> = update["lines"].as_array().unwrap().iter().map(|l| l["amount"].as_i64().unwrap()).collect();
+    assert_eq!(amounts, [-1500, 600], "{update}");
+    assert_eq!((&update["amount_due"], &update["status"]), (&json!(0), &json!("paid")), "{update}");
+    let refunds = app.get(&format!("/v1/refunds?payment_intent={pi}")).await;
+    let list = refunds.body["refunds"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{}", refunds.text);
+    assert_eq!((&list[0]["amount"], &list[0]["status"]), (&json!(900), &json!("succeeded")), "{}", refunds.text);
+    assert_eq!(list[0]["metadata"]["reason"], "proration_credit");
+    // An upgrade refunds nothing.
+    let r = patch(&app, &id, json!({"plan_id": gold})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(app.get(&format!("/v1/refunds?payment_intent={pi}")).await.body["refunds"].as_array().unwrap().len(), 1);
+    advance(&app, &c, "2024-05-01T00:00:00Z").await;
+    assert_eq!(invoices_of(&app, &id).await.pop().unwrap()["amount_paid"], 3000);
+}
+
+#[tokio::test]
 async fn patch_rejects_unknown_fields_and_bad_values_naming_the_param() {
     let app = spawn_app().await;
     let (_, customer) = customer_at(&app, "2024-01-01T00:00:00Z", "c", Some(GOOD_CARD)).await;
