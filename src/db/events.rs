@@ -51,7 +51,7 @@ pub async fn insert_many(conn: &mut Conn, events: &[(NewEvent<'_>, Timestamp)]) 
         conn,
         "events",
         &["id", "merchant_id", "livemode", "event_type", "object_type", "object_id", "payload", "created_at"],
-        &rows,
+        rows,
         "",
     )
     .await

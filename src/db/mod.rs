@@ -183,11 +183,21 @@ fn bind_arg_as<'q, T>(
 pub struct Sql {
     pub text: String,
     pub args: Vec<Arg>,
+    /// Plain `?` placeholders instead of `$n` (see [`Sql::for_conn`]).
+    positional: bool,
 }
 
 impl Sql {
     pub fn new(text: &str) -> Sql {
-        Sql { text: text.to_string(), args: Vec::new() }
+        Sql { text: text.to_string(), args: Vec::new(), positional: false }
+    }
+
+    /// A statement for `conn` whose placeholders are all added with [`Sql::bind`] (`text` has
+    /// none). On SQLite they are plain `?`: SQLite finds a named parameter such as `$7` by a linear
+    /// search of the statement's names, when it prepares the statement and again for every value
+    /// bound, which costs quadratic time in a statement with thousands of them.
+    pub fn for_conn(conn: &Conn, text: &str) -> Sql {
+        Sql { text: text.to_string(), args: Vec::new(), positional: conn.backend_name() == "SQLite" }
     }
 
     pub fn push(&mut self, text: &str) -> &mut Sql {
@@ -198,7 +208,11 @@ impl Sql {
     /// Appends a placeholder for `arg`.
     pub fn bind(&mut self, arg: Arg) -> &mut Sql {
         self.args.push(arg);
-        self.text.push_str(&format!("${}", self.args.len()));
+        if self.positional {
+            self.text.push('?');
+        } else {
+            self.text.push_str(&format!("${}", self.args.len()));
+        }
         self
     }
 
@@ -234,14 +248,14 @@ impl Sql {
     }
 
     /// Appends `(a, b, ...), (c, d, ...)`: one parenthesised group of placeholders per row.
-    pub fn rows(&mut self, rows: &[Vec<Arg>]) -> &mut Sql {
-        for (r, row) in rows.iter().enumerate() {
+    pub fn rows(&mut self, rows: Vec<Vec<Arg>>) -> &mut Sql {
+        for (r, row) in rows.into_iter().enumerate() {
             self.push(if r == 0 { "(" } else { ", (" });
-            for (i, v) in row.iter().enumerate() {
+            for (i, v) in row.into_iter().enumerate() {
                 if i > 0 {
                     self.push(", ");
                 }
-                self.bind(v.clone());
+                self.bind(v);
             }
             self.push(")");
         }
@@ -266,17 +280,31 @@ pub fn rows_per_statement(width: usize) -> usize {
     (MAX_BOUND / width.max(1)).max(1)
 }
 
+/// `rows` cut into statements' worth of rows of `width` values.
+fn statements_of(mut rows: Vec<Vec<Arg>>, width: usize) -> Vec<Vec<Vec<Arg>>> {
+    let per = rows_per_statement(width);
+    let mut out = Vec::new();
+    while rows.len() > per {
+        let rest = rows.split_off(per);
+        out.push(std::mem::replace(&mut rows, rest));
+    }
+    if !rows.is_empty() {
+        out.push(rows);
+    }
+    out
+}
+
 /// `INSERT INTO table (columns) VALUES (row), (row), ... <suffix>`, as many statements as the
 /// number of bound values needs.
 pub async fn insert_rows(
     conn: &mut Conn,
     table: &str,
     columns: &[&str],
-    rows: &[Vec<Arg>],
+    rows: Vec<Vec<Arg>>,
     suffix: &str,
 ) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(rows_per_statement(columns.len())) {
-        insert_sql(table, columns, chunk, suffix).query().execute(&mut *conn).await?;
+    for chunk in statements_of(rows, columns.len()) {
+        insert_sql(conn, table, columns, chunk, suffix).query().execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -286,22 +314,22 @@ pub async fn insert_rows_returning<T>(
     conn: &mut Conn,
     table: &str,
     columns: &[&str],
-    rows: &[Vec<Arg>],
+    rows: Vec<Vec<Arg>>,
     suffix: &str,
 ) -> Result<Vec<T>, sqlx::Error>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
 {
     let mut out = Vec::new();
-    for chunk in rows.chunks(rows_per_statement(columns.len())) {
-        out.extend(insert_sql(table, columns, chunk, suffix).query_as::<T>().fetch_all(&mut *conn).await?);
+    for chunk in statements_of(rows, columns.len()) {
+        out.extend(insert_sql(conn, table, columns, chunk, suffix).query_as::<T>().fetch_all(&mut *conn).await?);
     }
     Ok(out)
 }
 
-fn insert_sql(table: &str, columns: &[&str], rows: &[Vec<Arg>], suffix: &str) -> Sql {
+fn insert_sql(conn: &Conn, table: &str, columns: &[&str], rows: Vec<Vec<Arg>>, suffix: &str) -> Sql {
     debug_assert!(rows.iter().all(|r| r.len() == columns.len()), "a row of {table} has the wrong width");
-    let mut sql = Sql::new(&format!("INSERT INTO {table} ({}) VALUES ", columns.join(", ")));
+    let mut sql = Sql::for_conn(conn, &format!("INSERT INTO {table} ({}) VALUES ", columns.join(", ")));
     sql.rows(rows);
     if !suffix.is_empty() {
         sql.push(" ").push(suffix);
@@ -326,7 +354,7 @@ pub async fn update_rows(
     expect: &[&str],
     set: &[&str],
     also: &str,
-    rows: &[Vec<Arg>],
+    rows: Vec<Vec<Arg>>,
 ) -> Result<Vec<String>, sqlx::Error> {
     let width = 1 + expect.len() + set.len();
     let mut names = vec!["k".to_string()];
@@ -343,9 +371,9 @@ pub async fn update_rows(
     let mut conditions = vec![format!("{key} = v.k")];
     conditions.extend(expect.iter().enumerate().map(|(i, c)| format!("{c} = v.e{i}")));
     let mut changed = Vec::new();
-    for chunk in rows.chunks(rows_per_statement(width)) {
+    for chunk in statements_of(rows, width) {
         debug_assert!(chunk.iter().all(|r| r.len() == width), "a row for {table} has the wrong width");
-        let mut sql = Sql::new(&format!("WITH v ({}) AS (VALUES ", names.join(", ")));
+        let mut sql = Sql::for_conn(conn, &format!("WITH v ({}) AS (VALUES ", names.join(", ")));
         sql.rows(chunk);
         sql.push(&format!(
             ") UPDATE {table} SET {} FROM v WHERE {} RETURNING {key}",

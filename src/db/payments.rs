@@ -458,7 +458,7 @@ pub async fn insert_payment_intents(
             "created_at",
             "updated_at",
         ],
-        &rows,
+        rows,
         "",
     )
     .await
@@ -496,7 +496,8 @@ pub async fn get_payment_intents_any(
     }
     let mut out = Vec::new();
     for chunk in ids.chunks(super::MAX_IN_LIST) {
-        let mut sql = Sql::new(&format!("SELECT merchant_id, {PI_COLUMNS} FROM payment_intents WHERE id IN "));
+        let mut sql =
+            Sql::for_conn(conn, &format!("SELECT merchant_id, {PI_COLUMNS} FROM payment_intents WHERE id IN "));
         sql.in_list(chunk.iter().map(|id| id.as_str()));
         for r in sql.query_as::<Row>().fetch_all(&mut *conn).await? {
             let owner = Owner {
@@ -607,7 +608,7 @@ pub async fn sandbox_charges(
         conn,
         "sandbox_charges",
         &["idempotency_key", "token", "amount", "currency", "outcome", "decline_code", "created_at"],
-        &rows,
+        rows,
         "ON CONFLICT (idempotency_key) DO NOTHING
          RETURNING idempotency_key, token, amount, currency, outcome, decline_code",
     )
@@ -618,7 +619,8 @@ pub async fn sandbox_charges(
     let replayed: Vec<&str> =
         fresh.iter().map(|c| c.idempotency_key.as_str()).filter(|k| !stored.contains_key(*k)).collect();
     for chunk in replayed.chunks(super::MAX_IN_LIST) {
-        let mut sql = Sql::new(
+        let mut sql = Sql::for_conn(
+            conn,
             "SELECT idempotency_key, token, amount, currency, outcome, decline_code FROM sandbox_charges
              WHERE idempotency_key IN ",
         );
@@ -736,7 +738,8 @@ pub async fn saved_cards(
 ) -> Result<std::collections::HashMap<PaymentMethodId, (String, crate::gateway::SavedCard)>, sqlx::Error> {
     let mut out = std::collections::HashMap::new();
     for chunk in ids.chunks(super::MAX_IN_LIST) {
-        let mut sql = Sql::new(
+        let mut sql = Sql::for_conn(
+            conn,
             "SELECT id, gateway, gateway_ref, gateway_customer, brand, last4, exp_month, exp_year, funding, country
              FROM payment_methods WHERE id IN ",
         );
@@ -830,7 +833,7 @@ pub async fn update_payment_intents(
             "updated_at",
         ],
         "",
-        &rows,
+        rows,
     )
     .await?;
     Ok(())

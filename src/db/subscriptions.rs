@@ -186,6 +186,12 @@ pub async fn save(conn: &mut Conn, s: &mut Subscription) -> Result<bool, sqlx::E
     Ok(save_many(conn, &mut [s]).await?[0])
 }
 
+/// Whether each id is the first of its value in the list.
+fn first_of_each<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<bool> {
+    let mut seen = std::collections::HashSet::new();
+    ids.map(|id| seen.insert(id)).collect()
+}
+
 /// The columns [`save`] writes.
 const SAVED_COLUMNS: [&str; 22] = [
     "status",
@@ -217,9 +223,13 @@ pub async fn save_many(conn: &mut Conn, subs: &mut [&mut Subscription]) -> Resul
     if subs.is_empty() {
         return Ok(Vec::new());
     }
+    // A second write of one subscription in a batch is a stale one: it loses, as it would after the first.
+    let first = first_of_each(subs.iter().map(|s| s.id.as_str()));
     let rows: Vec<Vec<Arg>> = subs
         .iter()
-        .map(|s| {
+        .zip(&first)
+        .filter(|(_, first)| **first)
+        .map(|(s, _)| {
             vec![
                 Arg::text(s.id.as_str()),
                 Arg::Int(s.engine.version),
@@ -249,14 +259,15 @@ pub async fn save_many(conn: &mut Conn, subs: &mut [&mut Subscription]) -> Resul
         })
         .collect();
     let changed: std::collections::HashSet<String> =
-        super::update_rows(conn, "subscriptions", "id", &["version"], &SAVED_COLUMNS, "version = version + 1", &rows)
+        super::update_rows(conn, "subscriptions", "id", &["version"], &SAVED_COLUMNS, "version = version + 1", rows)
             .await?
             .into_iter()
             .collect();
     Ok(subs
         .iter_mut()
-        .map(|s| {
-            let done = changed.contains(s.id.as_str());
+        .zip(first)
+        .map(|(s, first)| {
+            let done = first && changed.contains(s.id.as_str());
             if done {
                 s.engine.version += 1;
             }
@@ -410,7 +421,8 @@ async fn with_items(conn: &mut Conn, rows: Vec<SubscriptionRow>) -> Result<Vec<(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let mut sql = Sql::new(
+    let mut sql = Sql::for_conn(
+        conn,
         "SELECT subscription_id, price_id, quantity, unit_amount, description, kind FROM subscription_items
          WHERE subscription_id IN (",
     );
@@ -459,7 +471,7 @@ pub async fn get_any(conn: &mut Conn, id: &SubscriptionId) -> Result<Option<(Own
 pub async fn get_many_any(conn: &mut Conn, ids: &[&SubscriptionId]) -> Result<Vec<(Owner, Subscription)>, sqlx::Error> {
     let mut out = Vec::new();
     for chunk in ids.chunks(super::MAX_IN_LIST) {
-        let mut sql = Sql::new(&format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id IN "));
+        let mut sql = Sql::for_conn(conn, &format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id IN "));
         sql.in_list(chunk.iter().map(|id| id.as_str()));
         let rows = sql.query_as::<SubscriptionRow>().fetch_all(&mut *conn).await?;
         out.extend(with_items(conn, rows).await?);
@@ -694,7 +706,7 @@ pub async fn insert_invoices(conn: &mut Conn, invoices: &[(&Owner, &Invoice)]) -
             ]
         })
         .collect();
-    super::insert_rows(conn, "invoices", &INVOICE_INSERT_COLUMNS, &rows, "").await?;
+    super::insert_rows(conn, "invoices", &INVOICE_INSERT_COLUMNS, rows, "").await?;
     let lines: Vec<Vec<Arg>> = invoices
         .iter()
         .flat_map(|(_, i)| {
@@ -715,7 +727,7 @@ pub async fn insert_invoices(conn: &mut Conn, invoices: &[(&Owner, &Invoice)]) -
             })
         })
         .collect();
-    super::insert_rows(conn, "invoice_lines", &LINE_INSERT_COLUMNS, &lines, "").await
+    super::insert_rows(conn, "invoice_lines", &LINE_INSERT_COLUMNS, lines, "").await
 }
 
 /// Writes an invoice's collection state if it still stands as `expected` (status, attempt count
@@ -732,9 +744,12 @@ pub async fn save_invoices(
     if invoices.is_empty() {
         return Ok(Vec::new());
     }
+    let first = first_of_each(invoices.iter().map(|(i, _)| i.invoice_id.as_str()));
     let rows: Vec<Vec<Arg>> = invoices
         .iter()
-        .map(|(i, expected)| {
+        .zip(&first)
+        .filter(|(_, first)| **first)
+        .map(|((i, expected), _)| {
             vec![
                 Arg::text(i.invoice_id.as_str()),
                 Arg::text(expected.status.as_str()),
@@ -779,12 +794,12 @@ pub async fn save_invoices(
             "updated_at",
         ],
         "",
-        &rows,
+        rows,
     )
     .await?
     .into_iter()
     .collect();
-    Ok(invoices.iter().map(|(i, _)| changed.contains(i.invoice_id.as_str())).collect())
+    Ok(invoices.iter().zip(first).map(|((i, _), first)| first && changed.contains(i.invoice_id.as_str())).collect())
 }
 
 /// How an invoice stood when it was read; [`save_invoice`] writes only over that.
@@ -925,7 +940,8 @@ async fn with_lines(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let mut sql = Sql::new(
+    let mut sql = Sql::for_conn(
+        conn,
         "SELECT invoice_id, description, price_id, quantity, amount, period_start, period_end, proration, kind
          FROM invoice_lines WHERE invoice_id IN (",
     );
@@ -987,10 +1003,42 @@ pub async fn get_invoices_any(
 ) -> Result<Vec<(Owner, Invoice)>, sqlx::Error> {
     let mut out = Vec::new();
     for chunk in ids.chunks(super::MAX_IN_LIST) {
-        let mut sql = Sql::new(&format!("SELECT {INVOICE_COLUMNS} FROM invoices WHERE id IN "));
+        let mut sql = Sql::for_conn(conn, &format!("SELECT {INVOICE_COLUMNS} FROM invoices WHERE id IN "));
         sql.in_list(chunk.iter().map(|id| id.as_str()));
         let rows = sql.query_as::<InvoiceRow>().fetch_all(&mut *conn).await?;
         out.extend(with_lines(conn, rows, public_url).await?);
+    }
+    Ok(out)
+}
+
+/// What a charge needs of an invoice: the amount, the currency and the card.
+#[derive(Clone, Debug)]
+pub struct ChargeFacts {
+    pub amount_due: i64,
+    pub currency: Currency,
+    pub payment_method: Option<PaymentMethodId>,
+}
+
+/// [`ChargeFacts`] of invoices by id (those that exist), in one read.
+pub async fn charge_facts(
+    conn: &mut Conn,
+    ids: &[&InvoiceId],
+) -> Result<std::collections::HashMap<InvoiceId, ChargeFacts>, sqlx::Error> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in ids.chunks(super::MAX_IN_LIST) {
+        let mut sql =
+            Sql::for_conn(conn, "SELECT id, amount_due, currency, payment_method_id FROM invoices WHERE id IN ");
+        sql.in_list(chunk.iter().map(|id| id.as_str()));
+        for (id, amount_due, currency, pm) in
+            sql.query_as::<(String, i64, String, Option<String>)>().fetch_all(&mut *conn).await?
+        {
+            let facts = ChargeFacts {
+                amount_due,
+                currency: Currency::parse(&currency).unwrap_or(Currency::USD),
+                payment_method: pm.map(PaymentMethodId::from_trusted),
+            };
+            out.insert(InvoiceId::from_trusted(id), facts);
+        }
     }
     Ok(out)
 }

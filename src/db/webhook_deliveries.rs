@@ -95,8 +95,9 @@ pub async fn enqueue_for_event(
         .filter(|(_, events)| endpoint.is_some() || subscribed(events, event_type))
         .map(|(endpoint_id, _)| delivery_row(owner, event, endpoint_id, now))
         .collect();
-    insert_deliveries(conn, &rows).await?;
-    Ok(rows.len())
+    let queued = rows.len();
+    insert_deliveries(conn, rows).await?;
+    Ok(queued)
 }
 
 /// Queues each of many events (`owner`, id, type, time) for the enabled endpoints of its owner
@@ -119,8 +120,9 @@ pub async fn enqueue_for_events(
             }
         }
     }
-    insert_deliveries(conn, &rows).await?;
-    Ok(rows.len())
+    let queued = rows.len();
+    insert_deliveries(conn, rows).await?;
+    Ok(queued)
 }
 
 fn delivery_row(owner: &Owner, event: &EventId, endpoint_id: &str, now: Timestamp) -> Vec<Arg> {
@@ -138,7 +140,7 @@ fn delivery_row(owner: &Owner, event: &EventId, endpoint_id: &str, now: Timestam
     ]
 }
 
-async fn insert_deliveries(conn: &mut Conn, rows: &[Vec<Arg>]) -> Result<(), sqlx::Error> {
+async fn insert_deliveries(conn: &mut Conn, rows: Vec<Vec<Arg>>) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }

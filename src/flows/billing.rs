@@ -33,8 +33,6 @@ use crate::state::AppState;
 
 /// Subscriptions or invoices taken per pass of the worker.
 pub const BATCH: i64 = 500;
-/// Gateway calls in flight at once in a pass.
-const PARALLEL_CHARGES: usize = 32;
 /// A guard against a runaway loop on a test clock (a year of daily renewals is ~1,100 steps).
 const MAX_CLOCK_STEPS: usize = 200_000;
 
@@ -99,56 +97,101 @@ pub struct ChargeJob {
     pub resumed: bool,
 }
 
-/// Writes `sub` (conditionally) and then its effects. Returns the charges to make, or `None` when
-/// another writer changed the subscription first (nothing is written then).
-async fn commit_step(
-    state: &AppState,
-    conn: &mut Conn,
-    owner: &Owner,
-    sub: &mut Subscription,
-    mut effects: Effects,
-) -> Result<Option<Vec<ChargeJob>>, FlowError> {
-    if !db::subscriptions::save(conn, sub).await? {
-        return Ok(None);
-    }
-    let mut charges = Vec::new();
-    for invoice in effects.invoices.iter_mut() {
-        invoice.number = db::subscriptions::next_invoice_number(conn, owner).await?;
-        db::subscriptions::insert_invoice(conn, owner, invoice).await?;
-        if invoice.collection.charging {
-            charges.push(ChargeJob {
-                owner: owner.clone(),
-                invoice: invoice.invoice_id.clone(),
-                attempt: invoice.attempt_count,
-                resumed: false,
-            });
-        }
-    }
-    for id in &effects.voided {
-        void(state, conn, owner, id, sub.updated_at).await?;
-    }
-    emit_all(conn, owner, &effects).await?;
-    Ok(Some(charges))
+/// A step worked out in memory, written only if its subscription still stands as it was read.
+struct Planned {
+    owner: Owner,
+    sub: Subscription,
+    effects: Effects,
 }
 
-async fn emit_all(conn: &mut Conn, owner: &Owner, effects: &Effects) -> Result<(), FlowError> {
+/// Writes the planned steps (distinct subscriptions) whose subscription nobody changed since it
+/// was read, all with one conditional statement, then the winners' invoices, numbered in the
+/// steps' order with one counter statement per merchant, and their events. Returns, per step, the
+/// charges to make, or `None` when another writer changed the subscription first (nothing of that
+/// step is written then).
+async fn commit_steps(
+    state: &AppState,
+    conn: &mut Conn,
+    mut planned: Vec<Planned>,
+) -> Result<Vec<Option<Vec<ChargeJob>>>, FlowError> {
+    let won = {
+        let mut subs: Vec<&mut Subscription> = planned.iter_mut().map(|p| &mut p.sub).collect();
+        db::subscriptions::save_many(conn, &mut subs).await?
+    };
+    // Numbers per merchant and mode, counters taken in one order (two instances never wait on
+    // each other's counters crosswise).
+    let mut wanted: std::collections::BTreeMap<(String, i64), (Owner, usize)> = std::collections::BTreeMap::new();
+    for p in planned.iter().zip(&won).filter(|(_, won)| **won).map(|(p, _)| p) {
+        if !p.effects.invoices.is_empty() {
+            let key = (p.owner.merchant_id.to_string(), p.owner.mode.as_flag());
+            wanted.entry(key).or_insert_with(|| (p.owner.clone(), 0)).1 += p.effects.invoices.len();
+        }
+    }
+    let mut numbers = std::collections::HashMap::new();
+    for (owner, count) in wanted.into_values() {
+        let taken = db::subscriptions::next_invoice_numbers(conn, &owner, count).await?;
+        numbers.insert(owner, taken.into_iter());
+    }
+    for p in planned.iter_mut().zip(&won).filter(|(_, won)| **won).map(|(p, _)| p) {
+        let mut mine = numbers.get_mut(&p.owner);
+        for invoice in p.effects.invoices.iter_mut() {
+            invoice.number = mine.as_mut().and_then(|n| n.next()).unwrap_or_default();
+        }
+    }
+    let rows: Vec<(&Owner, &Invoice)> = planned
+        .iter()
+        .zip(&won)
+        .filter(|(_, won)| **won)
+        .flat_map(|(p, _)| p.effects.invoices.iter().map(move |i| (&p.owner, i)))
+        .collect();
+    db::subscriptions::insert_invoices(conn, &rows).await?;
+    let mut buffer = events::EventBuffer::default();
+    let mut out = Vec::with_capacity(planned.len());
+    for (p, won) in planned.iter().zip(won) {
+        if !won {
+            out.push(None);
+            continue;
+        }
+        let charges = p
+            .effects
+            .invoices
+            .iter()
+            .filter(|i| i.collection.charging)
+            .map(|i| ChargeJob {
+                owner: p.owner.clone(),
+                invoice: i.invoice_id.clone(),
+                attempt: i.attempt_count,
+                resumed: false,
+            })
+            .collect();
+        for id in &p.effects.voided {
+            void_into(state, conn, &p.owner, id, p.sub.updated_at, &mut buffer).await?;
+        }
+        push_effects(&mut buffer, &p.owner, &p.effects);
+        out.push(Some(charges));
+    }
+    buffer.flush(conn).await?;
+    Ok(out)
+}
+
+/// Adds the events of `effects` to `buffer`, in order.
+fn push_effects(buffer: &mut events::EventBuffer, owner: &Owner, effects: &Effects) {
     for e in &effects.events {
         match e {
             Pending::Subscription { event_type, object, at } => {
-                let id = object.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-                events::emit(conn, owner, event_type, "subscription", &id, object, *at).await?;
+                let id = object.get("id").and_then(Value::as_str).unwrap_or_default();
+                buffer.push(owner, event_type, "subscription", id, object, *at);
             }
             Pending::Invoice { event_type, index, at } => {
                 let invoice = &effects.invoices[*index];
-                events::emit(conn, owner, event_type, "invoice", invoice.invoice_id.as_str(), invoice, *at).await?;
+                buffer.push(owner, event_type, "invoice", invoice.invoice_id.as_str(), invoice, *at);
             }
             Pending::Preview { object, at } => {
-                let id = object.get("subscription").and_then(Value::as_str).unwrap_or_default().to_string();
-                events::emit(conn, owner, "invoice.upcoming", "invoice", &id, object, *at).await?;
+                let id = object.get("subscription").and_then(Value::as_str).unwrap_or_default();
+                buffer.push(owner, "invoice.upcoming", "invoice", id, object, *at);
             }
         }
     }
-    Ok(())
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -319,7 +362,9 @@ pub async fn add_invoice(
         invoice.number = db::subscriptions::next_invoice_number(conn, owner).await?;
         db::subscriptions::insert_invoice(conn, owner, invoice).await?;
     }
-    emit_all(conn, owner, &effects).await?;
+    let mut buffer = events::EventBuffer::default();
+    push_effects(&mut buffer, owner, &effects);
+    buffer.flush(conn).await?;
     let invoice = &effects.invoices[0];
     Ok(invoice.collection.charging.then(|| ChargeJob {
         owner: owner.clone(),
@@ -408,14 +453,47 @@ pub async fn step(
     state: &AppState,
     conn: &mut Conn,
     owner: &Owner,
-    mut sub: Subscription,
+    sub: Subscription,
     at: Timestamp,
 ) -> Result<Option<Vec<ChargeJob>>, FlowError> {
+    let planned = plan(state, conn, owner.clone(), sub, at).await?;
+    Ok(commit_steps(state, conn, vec![planned]).await?.pop().flatten())
+}
+
+/// [`step`] for many subscriptions (distinct ids) at `at`: all worked out first, then written
+/// together. Returns how many were stepped (the others changed under us) and their charges.
+pub async fn step_many(
+    state: &AppState,
+    conn: &mut Conn,
+    subs: Vec<(Owner, Subscription)>,
+    at: Timestamp,
+) -> Result<(usize, Vec<ChargeJob>), FlowError> {
+    let mut planned = Vec::with_capacity(subs.len());
+    for (owner, sub) in subs {
+        planned.push(plan(state, conn, owner, sub, at).await?);
+    }
+    let mut stepped = 0;
+    let mut jobs = Vec::new();
+    for charges in commit_steps(state, conn, planned).await?.into_iter().flatten() {
+        stepped += 1;
+        jobs.extend(charges);
+    }
+    Ok((stepped, jobs))
+}
+
+/// Works out everything due on `sub` at or before `at`, without writing it.
+async fn plan(
+    state: &AppState,
+    conn: &mut Conn,
+    owner: Owner,
+    mut sub: Subscription,
+    at: Timestamp,
+) -> Result<Planned, FlowError> {
     let mut effects = Effects::default();
     plan_step(state, conn, &mut sub, at, &mut effects).await?;
     lease_from(state, &mut effects, at);
     sub.engine.next_action_at = next_action(&sub);
-    commit_step(state, conn, owner, &mut sub, effects).await
+    Ok(Planned { owner, sub, effects })
 }
 
 /// The invoices a step charges hold their lease from the step's time, not from their own date: a
@@ -435,19 +513,18 @@ pub async fn first_step(
     state: &AppState,
     conn: &mut Conn,
     owner: &Owner,
-    mut sub: Subscription,
+    sub: Subscription,
     at: Timestamp,
     hold_events: bool,
 ) -> Result<Vec<ChargeJob>, FlowError> {
-    let mut effects = Effects::default();
-    plan_step(state, conn, &mut sub, at, &mut effects).await?;
-    lease_from(state, &mut effects, at);
-    sub.engine.next_action_at = next_action(&sub);
+    let mut planned = plan(state, conn, owner.clone(), sub, at).await?;
     if hold_events {
-        effects.events.retain(|e| !matches!(e, Pending::Invoice { .. }));
+        planned.effects.events.retain(|e| !matches!(e, Pending::Invoice { .. }));
     }
-    commit_step(state, conn, owner, &mut sub, effects)
+    commit_steps(state, conn, vec![planned])
         .await?
+        .pop()
+        .flatten()
         .ok_or_else(|| FlowError::Internal(anyhow::anyhow!("a new subscription changed in its own transaction")))
 }
 
@@ -617,68 +694,130 @@ pub enum AttemptResult {
 /// Asks the gateway for attempt `job.attempt` of an invoice. `None`: no answer (the lease runs
 /// out and the same attempt is asked again under the same key).
 pub async fn charge(state: &AppState, job: &ChargeJob) -> Option<AttemptResult> {
-    let result = async {
+    charge_many(state, std::slice::from_ref(job)).await.pop().flatten()
+}
+
+/// [`charge`] for many jobs: their invoices and cards read together, then each gateway asked for
+/// all of its charges at once ([`crate::gateway::PaymentGateway::charge_many`]). Answers in the
+/// order of `jobs`.
+pub async fn charge_many(state: &AppState, jobs: &[ChargeJob]) -> Vec<Option<AttemptResult>> {
+    match try_charge_many(state, jobs).await {
+        Ok(answers) => answers,
+        Err(e) => {
+            for job in jobs {
+                tracing::warn!(invoice = %job.invoice, error = ?e, "invoice charge without an answer; retried after its lease");
+            }
+            vec![None; jobs.len()]
+        }
+    }
+}
+
+async fn try_charge_many(state: &AppState, jobs: &[ChargeJob]) -> Result<Vec<Option<AttemptResult>>, FlowError> {
+    use futures_util::StreamExt;
+    let mut answers: Vec<Option<AttemptResult>> = vec![None; jobs.len()];
+    let (invoices, cards) = {
         let mut conn = state.db.conn().await?;
-        let Some((_, invoice)) =
-            db::subscriptions::get_invoice_any(&mut conn, &job.invoice, &state.settings.public_url).await?
-        else {
-            return Ok(None);
+        let ids: Vec<&InvoiceId> = jobs.iter().map(|j| &j.invoice).collect();
+        let invoices = db::subscriptions::charge_facts(&mut conn, &ids).await?;
+        let cards: Vec<&PaymentMethodId> = invoices.values().filter_map(|i| i.payment_method.as_ref()).collect();
+        let cards = db::payments::saved_cards(&mut conn, &cards).await?;
+        (invoices, cards)
+    };
+    // What to ask for each job that has a card its gateway can charge.
+    struct Ask<'a> {
+        index: usize,
+        job: &'a ChargeJob,
+        gateway: &'a dyn crate::gateway::PaymentGateway,
+        key: String,
+        card: &'a crate::gateway::SavedCard,
+        invoice: &'a db::subscriptions::ChargeFacts,
+    }
+    let mut asks = Vec::new();
+    for (index, job) in jobs.iter().enumerate() {
+        let Some(invoice) = invoices.get(&job.invoice) else { continue };
+        let Some(pm) = &invoice.payment_method else {
+            answers[index] = Some(AttemptResult::NoCard);
+            continue;
         };
-        let Some(pm) = &invoice.payment_method else { return Ok(Some(AttemptResult::NoCard)) };
-        let Some((gateway_name, card)) = db::payments::saved_card(&mut conn, pm).await? else {
-            return Ok(Some(AttemptResult::NoCard));
+        let Some((gateway_name, card)) = cards.get(pm) else {
+            answers[index] = Some(AttemptResult::NoCard);
+            continue;
         };
-        drop(conn);
-        let gateway = crate::flows::gateway(state, job.owner.mode)?;
+        let gateway = match crate::flows::gateway(state, job.owner.mode) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(invoice = %job.invoice, error = ?e, "invoice charge without an answer; retried after its lease");
+                continue;
+            }
+        };
         if gateway.name() != gateway_name {
             // A card saved by another processor (the sandbox before Stripe was configured) cannot
             // be charged here.
-            return Ok(Some(AttemptResult::NoCard));
+            answers[index] = Some(AttemptResult::NoCard);
+            continue;
         }
-        let key = format!("{}-a{}", job.invoice, job.attempt);
-        let found = if job.resumed {
-            let lookup = ChargeLookup {
-                idempotency_key: &key,
-                gateway_customer: card.gateway_customer.as_deref(),
-                charge_ref: None,
-            };
-            gateway.lookup(lookup).await?
-        } else {
-            None
-        };
-        let outcome = match found {
-            Some(outcome) => outcome,
-            None => {
-                gateway
-                    .charge(ChargeRequest {
-                        idempotency_key: &key,
-                        card: &card,
-                        amount: invoice.amount_due,
-                        currency: invoice.currency,
-                        off_session: true,
-                        manual_capture: false,
-                    })
-                    .await?
+        asks.push(Ask { index, job, gateway, key: format!("{}-a{}", job.invoice, job.attempt), card, invoice });
+    }
+    // An attempt asked before whose answer was never recorded is looked for first.
+    let lookups: Vec<crate::gateway::BoxFuture<'_, Result<Option<ChargeOutcome>, crate::gateway::GatewayError>>> = asks
+        .iter()
+        .map(|a| {
+            if !a.job.resumed {
+                return Box::pin(std::future::ready(Ok(None))) as crate::gateway::BoxFuture<'_, _>;
             }
+            a.gateway.lookup(ChargeLookup {
+                idempotency_key: &a.key,
+                gateway_customer: a.card.gateway_customer.as_deref(),
+                charge_ref: None,
+            })
+        })
+        .collect();
+    let found: Vec<Result<Option<ChargeOutcome>, crate::gateway::GatewayError>> =
+        futures_util::stream::iter(lookups).buffered(crate::gateway::PARALLEL_CHARGES).collect().await;
+    let mut outcomes: Vec<Option<Result<ChargeOutcome, crate::gateway::GatewayError>>> =
+        found.into_iter().map(|f| f.transpose()).collect();
+    // The rest is asked of each gateway (one per mode) at once.
+    for mode in [crate::domain::Mode::Test, crate::domain::Mode::Live] {
+        let pending: Vec<usize> =
+            (0..asks.len()).filter(|&i| outcomes[i].is_none() && asks[i].job.owner.mode == mode).collect();
+        let Some(&first) = pending.first() else { continue };
+        let requests = pending
+            .iter()
+            .map(|&i| ChargeRequest {
+                idempotency_key: &asks[i].key,
+                card: asks[i].card,
+                amount: asks[i].invoice.amount_due,
+                currency: asks[i].invoice.currency,
+                off_session: true,
+                manual_capture: false,
+            })
+            .collect();
+        for (i, outcome) in pending.iter().zip(asks[first].gateway.charge_many(requests).await) {
+            outcomes[*i] = Some(outcome);
+        }
+    }
+    for (ask, outcome) in asks.iter().zip(outcomes) {
+        let outcome = match outcome {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(e)) => {
+                tracing::warn!(invoice = %ask.job.invoice, error = ?e, "invoice charge without an answer; retried after its lease");
+                continue;
+            }
+            None => continue,
         };
         crate::crash_points::reached("after_invoice_charge");
-        Ok::<_, FlowError>(Some(match outcome {
-            ChargeOutcome::Succeeded { gateway_ref } => AttemptResult::Paid { gateway: gateway_name, gateway_ref },
+        answers[ask.index] = Some(match outcome {
+            ChargeOutcome::Succeeded { gateway_ref } => {
+                AttemptResult::Paid { gateway: ask.gateway.name().to_string(), gateway_ref }
+            }
             ChargeOutcome::Declined { code } => AttemptResult::Declined { code },
             // Off-session charges cannot show a challenge; a gateway asking for one is a decline.
             ChargeOutcome::RequiresAction { .. } => {
                 AttemptResult::Declined { code: DeclineCode::AuthenticationRequired }
             }
-        }))
+        });
     }
-    .await;
-    match result {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(invoice = %job.invoice, error = ?e, "invoice charge without an answer; retried after its lease");
-            None
-        }
-    }
+    Ok(answers)
 }
 
 /// Applies the answer to attempt `job.attempt`, once: the invoice paid, or the failure counted
@@ -691,18 +830,135 @@ pub async fn settle(
     result: &AttemptResult,
     at: Timestamp,
 ) -> Result<bool, FlowError> {
+    Ok(settle_many(state, conn, &[(job, result)], at).await?[0])
+}
+
+/// [`settle`] for many answers: the invoices, subscriptions and payment intents read together,
+/// each answer decided by [`decide`], and what was decided written together. Whether each answer
+/// was applied, in order. Two answers for one invoice or one subscription are applied one after
+/// the other (the second in a later round that reads what the first wrote), as one at a time would.
+pub async fn settle_many(
+    state: &AppState,
+    conn: &mut Conn,
+    answers: &[(&ChargeJob, &AttemptResult)],
+    at: Timestamp,
+) -> Result<Vec<bool>, FlowError> {
+    use std::collections::{HashMap, HashSet};
     let public = &state.settings.public_url;
-    let Some((owner, mut invoice)) = db::subscriptions::get_invoice_any(conn, &job.invoice, public).await? else {
-        return Ok(false);
-    };
-    if !(invoice.collection.charging && invoice.attempt_count == job.attempt && invoice.status == InvoiceStatus::Open) {
-        return Ok(false);
+    let mut applied = vec![false; answers.len()];
+    let mut pending: Vec<usize> = (0..answers.len()).collect();
+    while !pending.is_empty() {
+        let ids: Vec<&InvoiceId> = pending.iter().map(|&i| &answers[i].0.invoice).collect();
+        let mut invoices: HashMap<InvoiceId, (Owner, Invoice)> =
+            db::subscriptions::get_invoices_any(conn, &ids, public)
+                .await?
+                .into_iter()
+                .map(|(o, i)| (i.invoice_id.clone(), (o, i)))
+                .collect();
+        let mut round = Vec::new();
+        let mut later = Vec::new();
+        let mut taken_invoices = HashSet::new();
+        let mut taken_subs = HashSet::new();
+        for i in pending {
+            let job = answers[i].0;
+            let sub = invoices.get(&job.invoice).and_then(|(_, inv)| inv.subscription.clone());
+            if taken_invoices.contains(&job.invoice) || sub.as_ref().is_some_and(|s| taken_subs.contains(s)) {
+                later.push(i);
+                continue;
+            }
+            taken_invoices.insert(job.invoice.clone());
+            taken_subs.extend(sub);
+            round.push(i);
+        }
+        let sub_ids: Vec<&SubscriptionId> = taken_subs.iter().collect();
+        let mut subs: HashMap<SubscriptionId, Subscription> = db::subscriptions::get_many_any(conn, &sub_ids)
+            .await?
+            .into_iter()
+            .map(|(_, s)| (s.id.clone(), s))
+            .collect();
+        let pi_ids: Vec<&PaymentIntentId> = round
+            .iter()
+            .filter_map(|&i| invoices.get(&answers[i].0.invoice))
+            .filter_map(|(_, inv)| inv.payment_intent.as_ref())
+            .collect();
+        let mut intents: HashMap<PaymentIntentId, (Owner, PaymentIntent)> = if pi_ids.is_empty() {
+            HashMap::new()
+        } else {
+            db::payments::get_payment_intents_any(conn, &pi_ids)
+                .await?
+                .into_iter()
+                .map(|(o, pi)| (pi.payment_intent_id.clone(), (o, pi)))
+                .collect()
+        };
+        let mut decided = Vec::new();
+        for i in round {
+            let (job, result) = answers[i];
+            let Some((owner, invoice)) = invoices.remove(&job.invoice) else { continue };
+            if !(invoice.collection.charging
+                && invoice.attempt_count == job.attempt
+                && invoice.status == InvoiceStatus::Open)
+            {
+                continue;
+            }
+            let sub = invoice.subscription.as_ref().and_then(|id| subs.remove(id));
+            let pi = payment_intent_of(&owner, &invoice, &mut intents, at);
+            match decide(conn, owner, invoice, sub, pi, result, at).await? {
+                Decision::Unborn => applied[i] = true,
+                Decision::Settle(s) => decided.push((i, *s)),
+            }
+        }
+        let (indexes, mut settlements): (Vec<usize>, Vec<Settlement>) = decided.into_iter().unzip();
+        let written = write_settlements(state, conn, &mut settlements, at).await?;
+        for (i, w) in indexes.into_iter().zip(written) {
+            applied[i] = w;
+        }
+        pending = later;
     }
+    Ok(applied)
+}
+
+/// How one answered attempt settles, worked out before anything is written.
+struct Settlement {
+    owner: Owner,
+    invoice: Invoice,
+    /// How the invoice stood when read: it is written only over that.
+    expected: InvoiceVersion,
+    pi: PaymentIntent,
+    /// Whether `pi` is the stored one the invoice names (otherwise its id is new).
+    pi_stored: bool,
+    /// The processor and its charge reference, for a payment.
+    gateway_ref: Option<(String, String)>,
+    /// The subscription as the answer leaves it, when it has to be written.
+    sub_after: Option<Subscription>,
+    /// An `ERROR_IF_INCOMPLETE` subscription's first charge succeeded: it exists now.
+    all_or_nothing: bool,
+    invoice_events: Vec<&'static str>,
+    effects: Effects,
+}
+
+enum Decision {
+    Settle(Box<Settlement>),
+    /// An `ERROR_IF_INCOMPLETE` subscription's first charge was declined: it never existed, and
+    /// it and its invoice are gone.
+    Unborn,
+}
+
+/// What an answer to an open invoice's attempt in flight does: the invoice paid, or the failure
+/// counted with the next retry (or the end of dunning); the subscription's status; the payment
+/// intent; the events. The one place where this is decided, for every door an answer comes
+/// through (the engine, the API, the hosted invoice page). Nothing is written here except what
+/// ends a subscription that never existed; the caller writes the rest if the invoice still stands
+/// as it was read.
+async fn decide(
+    conn: &mut Conn,
+    owner: Owner,
+    mut invoice: Invoice,
+    sub: Option<Subscription>,
+    mut pi: PaymentIntent,
+    result: &AttemptResult,
+    at: Timestamp,
+) -> Result<Decision, FlowError> {
     let expected = InvoiceVersion::of(&invoice, at);
-    let sub = match &invoice.subscription {
-        Some(id) => db::subscriptions::get_any(conn, id).await?.map(|(_, s)| s),
-        None => None,
-    };
     // `ERROR_IF_INCOMPLETE`: the subscription exists only if its first charge succeeds.
     let all_or_nothing = sub.as_ref().is_some_and(|s| {
         s.payment_behavior == PaymentBehavior::ErrorIfIncomplete
@@ -710,7 +966,6 @@ pub async fn settle(
             && invoice.billing_reason == BillingReason::SubscriptionCreate
     });
     invoice.collection.charging = false;
-    let mut pi = payment_intent_of(conn, &owner, &invoice, at).await?;
     // Whether `pi` is the stored one the invoice names (otherwise its id is new).
     let pi_stored = invoice.payment_intent.as_ref() == Some(&pi.payment_intent_id);
     let mut effects = Effects::default();
@@ -758,7 +1013,7 @@ pub async fn settle(
             };
             if all_or_nothing {
                 delete_unborn(conn, sub.as_ref().map(|s| &s.id), &invoice.invoice_id).await?;
-                return Ok(true);
+                return Ok(Decision::Unborn);
             }
             let first_failed = *invoice.collection.first_failed_at.get_or_insert(at);
             invoice.last_decline_code = Some(code.clone());
@@ -805,50 +1060,85 @@ pub async fn settle(
         }
     }
     invoice.payment_intent = Some(pi.payment_intent_id.clone());
-    if !db::subscriptions::save_invoice(conn, &invoice, &expected).await? {
-        return Ok(false);
-    }
-    let gateway_name = gateway_ref.as_ref().map(|g| g.0.as_str());
-    let charge_ref = gateway_ref.as_ref().map(|g| g.1.as_str());
-    if invoice.attempt_count == 1 && !pi_stored {
-        db::payments::insert_payment_intent(
-            conn,
-            &owner,
-            db::payments::NewPaymentIntent {
-                intent: &pi,
-                attempt: None,
-                gateway: gateway_name.unwrap_or_else(|| gateway_for(state, &owner)),
-                gateway_ref: charge_ref,
-            },
-        )
-        .await?;
-    } else {
-        db::payments::update_payment_intent(conn, &pi, charge_ref, at).await?;
-    }
-    if let Some(mut s) = sub_after {
-        if s.subscription_status != sub.as_ref().map_or(s.subscription_status, |o| o.subscription_status)
-            || all_or_nothing
-        {
+    let status_before = sub.as_ref().map(|o| o.subscription_status);
+    let sub_after =
+        sub_after.filter(|s| Some(s.subscription_status) != status_before || all_or_nothing).map(|mut s| {
             s.engine.next_action_at = next_action(&s);
-            save_subscription_retrying(conn, &mut s).await?;
+            s
+        });
+    Ok(Decision::Settle(Box::new(Settlement {
+        owner,
+        invoice,
+        expected,
+        pi,
+        pi_stored,
+        gateway_ref,
+        sub_after,
+        all_or_nothing,
+        invoice_events,
+        effects,
+    })))
+}
+
+/// Writes settlements of distinct invoices and subscriptions: the invoices in one conditional
+/// statement, then, for those written, the payment intents, the subscriptions and the events.
+/// Whether each was written (`false`: the attempt had been applied already).
+async fn write_settlements(
+    state: &AppState,
+    conn: &mut Conn,
+    settlements: &mut [Settlement],
+    at: Timestamp,
+) -> Result<Vec<bool>, FlowError> {
+    if settlements.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pairs: Vec<(&Invoice, &InvoiceVersion)> = settlements.iter().map(|s| (&s.invoice, &s.expected)).collect();
+    let won = db::subscriptions::save_invoices(conn, &pairs).await?;
+    let mut new_intents = Vec::new();
+    let mut updated_intents = Vec::new();
+    for s in settlements.iter().zip(&won).filter(|(_, won)| **won).map(|(s, _)| s) {
+        let charge_ref = s.gateway_ref.as_ref().map(|g| g.1.as_str());
+        if s.invoice.attempt_count == 1 && !s.pi_stored {
+            let gateway = s.gateway_ref.as_ref().map_or_else(|| gateway_for(state, &s.owner), |g| g.0.as_str());
+            new_intents.push((
+                &s.owner,
+                db::payments::NewPaymentIntent { intent: &s.pi, attempt: None, gateway, gateway_ref: charge_ref },
+            ));
+        } else {
+            updated_intents.push((&s.pi, charge_ref));
         }
     }
-    if all_or_nothing {
-        // The creation events were held back until the first charge decided the subscription exists.
-        events::emit(conn, &owner, "invoice.created", "invoice", invoice.invoice_id.as_str(), &invoice, at).await?;
-        events::emit(conn, &owner, "invoice.finalized", "invoice", invoice.invoice_id.as_str(), &invoice, at).await?;
+    db::payments::insert_payment_intents(conn, &new_intents).await?;
+    db::payments::update_payment_intents(conn, &updated_intents, at).await?;
+    let mut subs: Vec<&mut Subscription> =
+        settlements.iter_mut().zip(&won).filter(|(_, won)| **won).filter_map(|(s, _)| s.sub_after.as_mut()).collect();
+    let saved = db::subscriptions::save_many(conn, &mut subs).await?;
+    for (s, saved) in subs.into_iter().zip(saved) {
+        if !saved {
+            save_subscription_retrying(conn, s).await?;
+        }
     }
-    let pi_event = if pi.status == PaymentIntentStatus::Succeeded {
-        "payment_intent.succeeded"
-    } else {
-        "payment_intent.payment_failed"
-    };
-    events::emit(conn, &owner, pi_event, "payment_intent", pi.payment_intent_id.as_str(), &pi, at).await?;
-    for e in invoice_events {
-        events::emit(conn, &owner, e, "invoice", invoice.invoice_id.as_str(), &invoice, at).await?;
+    let mut buffer = events::EventBuffer::default();
+    for s in settlements.iter().zip(&won).filter(|(_, won)| **won).map(|(s, _)| s) {
+        let (owner, invoice, pi) = (&s.owner, &s.invoice, &s.pi);
+        if s.all_or_nothing {
+            // The creation events were held back until the first charge decided the subscription exists.
+            buffer.push(owner, "invoice.created", "invoice", invoice.invoice_id.as_str(), invoice, at);
+            buffer.push(owner, "invoice.finalized", "invoice", invoice.invoice_id.as_str(), invoice, at);
+        }
+        let pi_event = if pi.status == PaymentIntentStatus::Succeeded {
+            "payment_intent.succeeded"
+        } else {
+            "payment_intent.payment_failed"
+        };
+        buffer.push(owner, pi_event, "payment_intent", pi.payment_intent_id.as_str(), pi, at);
+        for e in &s.invoice_events {
+            buffer.push(owner, e, "invoice", invoice.invoice_id.as_str(), invoice, at);
+        }
+        push_effects(&mut buffer, owner, &s.effects);
     }
-    emit_all(conn, &owner, &effects).await?;
-    Ok(true)
+    buffer.flush(conn).await?;
+    Ok(won)
 }
 
 /// Dunning gave up on the subscription's invoice: it is `CANCELED`, or `UNPAID` if the merchant's
@@ -913,7 +1203,9 @@ pub async fn pass_deadline(
         if s.subscription_status != before {
             s.engine.next_action_at = next_action(&s);
             save_subscription_retrying(conn, &mut s).await?;
-            emit_all(conn, owner, &effects).await?;
+            let mut buffer = events::EventBuffer::default();
+            push_effects(&mut buffer, owner, &effects);
+            buffer.flush(conn).await?;
         }
     }
     Ok(true)
@@ -923,21 +1215,21 @@ fn gateway_for(state: &AppState, owner: &Owner) -> &'static str {
     state.gateways.for_mode(owner.mode).map_or("none", |g| g.name())
 }
 
-/// The invoice's payment intent (one per invoice, over all its attempts), or a new one.
-async fn payment_intent_of(
-    conn: &mut Conn,
+/// The invoice's payment intent (one per invoice, over all its attempts) from those read for a
+/// round, or a new one.
+fn payment_intent_of(
     owner: &Owner,
     invoice: &Invoice,
+    stored: &mut std::collections::HashMap<PaymentIntentId, (Owner, PaymentIntent)>,
     at: Timestamp,
-) -> Result<PaymentIntent, FlowError> {
+) -> PaymentIntent {
     if let Some(id) = &invoice.payment_intent {
-        if let Some(pi) = db::payments::get_payment_intent(conn, owner, id).await? {
-            let mut pi = pi;
+        if let Some((_, mut pi)) = stored.remove(id).filter(|(o, _)| o == owner) {
             pi.payment_method = invoice.payment_method.clone();
-            return Ok(pi);
+            return pi;
         }
     }
-    Ok(PaymentIntent {
+    PaymentIntent {
         payment_intent_id: PaymentIntentId::generate(),
         amount: invoice.amount_due,
         amount_received: 0,
@@ -952,7 +1244,7 @@ async fn payment_intent_of(
         last_payment_error: None,
         created_at: at,
         test_mode: owner.mode.is_test(),
-    })
+    }
 }
 
 /// Saves a status change made by collection; a renewal step may have bumped the version since it
@@ -995,6 +1287,21 @@ pub async fn void(
     id: &InvoiceId,
     at: Timestamp,
 ) -> Result<bool, FlowError> {
+    let mut buffer = events::EventBuffer::default();
+    let done = void_into(state, conn, owner, id, at, &mut buffer).await?;
+    buffer.flush(conn).await?;
+    Ok(done)
+}
+
+/// [`void`], with its event added to `buffer`.
+async fn void_into(
+    state: &AppState,
+    conn: &mut Conn,
+    owner: &Owner,
+    id: &InvoiceId,
+    at: Timestamp,
+    buffer: &mut events::EventBuffer,
+) -> Result<bool, FlowError> {
     let Some((_, mut invoice)) = db::subscriptions::get_invoice_any(conn, id, &state.settings.public_url).await? else {
         return Ok(false);
     };
@@ -1007,7 +1314,7 @@ pub async fn void(
     if !db::subscriptions::save_invoice(conn, &invoice, &expected).await? {
         return Ok(false);
     }
-    events::emit(conn, owner, "invoice.voided", "invoice", id.as_str(), &invoice, at).await?;
+    buffer.push(owner, "invoice.voided", "invoice", id.as_str(), &invoice, at);
     Ok(true)
 }
 
@@ -1029,54 +1336,61 @@ pub async fn claim(
     state: &AppState,
     conn: &mut Conn,
     owner: &Owner,
-    mut invoice: Invoice,
+    invoice: Invoice,
     at: Timestamp,
 ) -> Result<Option<ChargeJob>, FlowError> {
-    if invoice.status != InvoiceStatus::Open {
-        return Ok(None);
-    }
-    let expected = InvoiceVersion::of(&invoice, at);
-    let resumed = invoice.collection.charging;
-    if !resumed {
-        invoice.attempt_count += 1;
-        invoice.collection.charging = true;
-    }
-    invoice.next_payment_attempt = Some(at.plus_seconds(state.settings.payment_stale_seconds));
-    if !db::subscriptions::save_invoice(conn, &invoice, &expected).await? {
-        return Ok(None);
-    }
-    Ok(Some(ChargeJob { owner: owner.clone(), invoice: invoice.invoice_id, attempt: invoice.attempt_count, resumed }))
+    Ok(claim_many(state, conn, vec![(owner.clone(), invoice)], at).await?.pop().flatten())
 }
 
-/// Charges every job (a bounded number at once) and applies the answers in one transaction.
+/// [`claim`] for many invoices (distinct ids) with one conditional statement; the jobs, in order.
+pub async fn claim_many(
+    state: &AppState,
+    conn: &mut Conn,
+    invoices: Vec<(Owner, Invoice)>,
+    at: Timestamp,
+) -> Result<Vec<Option<ChargeJob>>, FlowError> {
+    let mut taken = Vec::with_capacity(invoices.len());
+    for (owner, mut invoice) in invoices {
+        if invoice.status != InvoiceStatus::Open {
+            taken.push(None);
+            continue;
+        }
+        let expected = InvoiceVersion::of(&invoice, at);
+        let resumed = invoice.collection.charging;
+        if !resumed {
+            invoice.attempt_count += 1;
+            invoice.collection.charging = true;
+        }
+        invoice.next_payment_attempt = Some(at.plus_seconds(state.settings.payment_stale_seconds));
+        taken.push(Some((owner, invoice, expected, resumed)));
+    }
+    let pairs: Vec<(&Invoice, &InvoiceVersion)> = taken.iter().flatten().map(|(_, i, e, _)| (i, e)).collect();
+    let mut won = db::subscriptions::save_invoices(conn, &pairs).await?.into_iter();
+    Ok(taken
+        .into_iter()
+        .map(|t| {
+            let (owner, invoice, _, resumed) = t?;
+            won.next().filter(|w| *w)?;
+            Some(ChargeJob { owner, invoice: invoice.invoice_id, attempt: invoice.attempt_count, resumed })
+        })
+        .collect())
+}
+
+/// Charges every job and applies the answers in one transaction.
 async fn charge_and_settle(state: &AppState, jobs: Vec<ChargeJob>, at: Timestamp) -> Result<usize, FlowError> {
-    use futures_util::StreamExt;
     if jobs.is_empty() {
         return Ok(0);
     }
-    let results: Vec<(ChargeJob, Option<AttemptResult>)> = futures_util::stream::iter(jobs)
-        .map(|job| async move {
-            let r = charge(state, &job).await;
-            (job, r)
-        })
-        .buffer_unordered(PARALLEL_CHARGES)
-        .collect()
-        .await;
+    let results = charge_many(state, &jobs).await;
+    let answered: Vec<(&ChargeJob, &AttemptResult)> =
+        jobs.iter().zip(&results).filter_map(|(job, r)| r.as_ref().map(|r| (job, r))).collect();
+    if answered.is_empty() {
+        return Ok(0);
+    }
     let mut tx = state.db.begin().await?;
-    let mut n = 0;
-    db::webhook_deliveries::with_endpoints_read_once(async {
-        for (job, result) in &results {
-            if let Some(result) = result {
-                if settle(state, &mut tx, job, result, at).await? {
-                    n += 1;
-                }
-            }
-        }
-        Ok::<_, FlowError>(())
-    })
-    .await?;
+    let applied = db::webhook_deliveries::with_endpoints_read_once(settle_many(state, &mut tx, &answered, at)).await?;
     tx.commit().await?;
-    Ok(n)
+    Ok(applied.into_iter().filter(|a| *a).count())
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -1096,17 +1410,11 @@ pub async fn run_due(state: &AppState, limit: i64) -> Result<usize, FlowError> {
     if !subs.is_empty() {
         let mut tx = state.db.begin().await?;
         // Each merchant's webhook endpoints are read once for all of the transaction's events.
-        db::webhook_deliveries::with_endpoints_read_once(async {
-            for (owner, sub) in subs {
-                if let Some(charges) = step(state, &mut tx, &owner, sub, now).await? {
-                    handled += 1;
-                    jobs.extend(charges);
-                }
-            }
-            Ok::<_, FlowError>(())
-        })
-        .await?;
+        let (stepped, charges) =
+            db::webhook_deliveries::with_endpoints_read_once(step_many(state, &mut tx, subs, now)).await?;
         tx.commit().await?;
+        handled += stepped;
+        jobs = charges;
     }
     handled += charge_and_settle(state, jobs, now).await?;
     let invoices = {
@@ -1116,9 +1424,7 @@ pub async fn run_due(state: &AppState, limit: i64) -> Result<usize, FlowError> {
     let mut jobs = Vec::new();
     if !invoices.is_empty() {
         let mut tx = state.db.begin().await?;
-        for (owner, invoice) in invoices {
-            jobs.extend(claim(state, &mut tx, &owner, invoice, now).await?);
-        }
+        jobs.extend(claim_many(state, &mut tx, invoices, now).await?.into_iter().flatten());
         tx.commit().await?;
     }
     handled += charge_and_settle(state, jobs, now).await?;
@@ -1146,18 +1452,11 @@ pub async fn run_clock(state: &AppState, clock: &TestClockId, to: Timestamp) -> 
             tx.commit().await?;
             return Ok(done);
         };
-        let mut jobs = Vec::new();
-        for (owner, sub) in db::subscriptions::due_on_clock(&mut tx, clock, at).await? {
-            if let Some(charges) = step(state, &mut tx, &owner, sub, at).await? {
-                jobs.extend(charges);
-                done += 1;
-            }
-        }
-        for (owner, invoice) in
-            db::subscriptions::due_invoices_on_clock(&mut tx, clock, at, &state.settings.public_url).await?
-        {
-            jobs.extend(claim(state, &mut tx, &owner, invoice, at).await?);
-        }
+        let subs = db::subscriptions::due_on_clock(&mut tx, clock, at).await?;
+        let (stepped, mut jobs) = step_many(state, &mut tx, subs, at).await?;
+        done += stepped;
+        let invoices = db::subscriptions::due_invoices_on_clock(&mut tx, clock, at, &state.settings.public_url).await?;
+        jobs.extend(claim_many(state, &mut tx, invoices, at).await?.into_iter().flatten());
         for (owner, invoice) in
             db::subscriptions::past_deadline_on_clock(&mut tx, clock, at, &state.settings.public_url).await?
         {
