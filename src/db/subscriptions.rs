@@ -1043,6 +1043,60 @@ pub async fn charge_facts(
     Ok(out)
 }
 
+/// Which of an open invoice's due times a query looks at.
+#[derive(Clone, Copy)]
+enum DueBy {
+    /// `next_payment_attempt`: the next attempt, or the lease of one in flight.
+    Attempt,
+    /// `collection_deadline`: overdue, or dunning's last day after a hard decline.
+    Deadline,
+}
+
+impl DueBy {
+    fn column(self) -> &'static str {
+        match self {
+            DueBy::Attempt => "next_payment_attempt",
+            DueBy::Deadline => "collection_deadline",
+        }
+    }
+}
+
+/// Open invoices due by `by` at or before `at`: on the system clock (at most `limit`, oldest first),
+/// or all of those on test clock `clock`.
+async fn open_invoices_due(
+    conn: &mut Conn,
+    by: DueBy,
+    clock: Option<&TestClockId>,
+    at: Timestamp,
+    limit: i64,
+    public_url: &str,
+) -> Result<Vec<(Owner, Invoice)>, sqlx::Error> {
+    let column = by.column();
+    let rows = match clock {
+        None => {
+            sqlx::query_as::<_, InvoiceRow>(&format!(
+                "SELECT {INVOICE_COLUMNS} FROM invoices WHERE test_clock IS NULL AND {column} <= $1
+                    AND status = 'open' ORDER BY {column} LIMIT $2"
+            ))
+            .bind(at.micros())
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        Some(clock) => {
+            sqlx::query_as::<_, InvoiceRow>(&format!(
+                "SELECT {INVOICE_COLUMNS} FROM invoices WHERE test_clock = $1 AND {column} <= $2
+                    AND status = 'open' ORDER BY {column}, id"
+            ))
+            .bind(clock.as_str())
+            .bind(at.micros())
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
+    with_lines(conn, rows, public_url).await
+}
+
 /// Open invoices on the system clock whose next attempt (or expired lease) is due.
 pub async fn due_invoices(
     conn: &mut Conn,
@@ -1050,15 +1104,16 @@ pub async fn due_invoices(
     limit: i64,
     public_url: &str,
 ) -> Result<Vec<(Owner, Invoice)>, sqlx::Error> {
-    let rows = sqlx::query_as::<_, InvoiceRow>(&format!(
-        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE test_clock IS NULL AND next_payment_attempt <= $1
-            AND status = 'open' ORDER BY next_payment_attempt LIMIT $2"
-    ))
-    .bind(now.micros())
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    with_lines(conn, rows, public_url).await
+    open_invoices_due(conn, DueBy::Attempt, None, now, limit, public_url).await
+}
+
+pub async fn due_invoices_on_clock(
+    conn: &mut Conn,
+    clock: &TestClockId,
+    at: Timestamp,
+    public_url: &str,
+) -> Result<Vec<(Owner, Invoice)>, sqlx::Error> {
+    open_invoices_due(conn, DueBy::Attempt, Some(clock), at, 0, public_url).await
 }
 
 /// Open invoices on the system clock whose collection deadline has come (see
@@ -1069,15 +1124,7 @@ pub async fn past_deadline(
     limit: i64,
     public_url: &str,
 ) -> Result<Vec<(Owner, Invoice)>, sqlx::Error> {
-    let rows = sqlx::query_as::<_, InvoiceRow>(&format!(
-        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE test_clock IS NULL AND collection_deadline <= $1
-            AND status = 'open' ORDER BY collection_deadline LIMIT $2"
-    ))
-    .bind(now.micros())
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    with_lines(conn, rows, public_url).await
+    open_invoices_due(conn, DueBy::Deadline, None, now, limit, public_url).await
 }
 
 pub async fn past_deadline_on_clock(
@@ -1086,32 +1133,7 @@ pub async fn past_deadline_on_clock(
     at: Timestamp,
     public_url: &str,
 ) -> Result<Vec<(Owner, Invoice)>, sqlx::Error> {
-    let rows = sqlx::query_as::<_, InvoiceRow>(&format!(
-        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE test_clock = $1 AND collection_deadline <= $2
-            AND status = 'open' ORDER BY collection_deadline, id"
-    ))
-    .bind(clock.as_str())
-    .bind(at.micros())
-    .fetch_all(&mut *conn)
-    .await?;
-    with_lines(conn, rows, public_url).await
-}
-
-pub async fn due_invoices_on_clock(
-    conn: &mut Conn,
-    clock: &TestClockId,
-    at: Timestamp,
-    public_url: &str,
-) -> Result<Vec<(Owner, Invoice)>, sqlx::Error> {
-    let rows = sqlx::query_as::<_, InvoiceRow>(&format!(
-        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE test_clock = $1 AND next_payment_attempt <= $2
-            AND status = 'open' ORDER BY next_payment_attempt, id"
-    ))
-    .bind(clock.as_str())
-    .bind(at.micros())
-    .fetch_all(&mut *conn)
-    .await?;
-    with_lines(conn, rows, public_url).await
+    open_invoices_due(conn, DueBy::Deadline, Some(clock), at, 0, public_url).await
 }
 
 #[derive(Debug, Default)]
