@@ -335,10 +335,7 @@ async fn phased_pass(state: &flex_checkout::state::AppState, phases: &mut [Durat
     let mut handled = 0;
     if !subs.is_empty() {
         let mut tx = state.db.begin().await.unwrap();
-        let (stepped, charges) =
-            db::webhook_deliveries::with_endpoints_read_once(billing::step_many(state, &mut tx, subs, now))
-                .await
-                .unwrap();
+        let (stepped, charges) = billing::step_many(state, &mut tx, subs, now).await.unwrap();
         tx.commit().await.unwrap();
         handled += stepped;
         jobs = charges;
@@ -352,10 +349,7 @@ async fn phased_pass(state: &flex_checkout::state::AppState, phases: &mut [Durat
         jobs.iter().zip(&results).filter_map(|(j, r)| r.as_ref().map(|r| (j, r))).collect();
     if !answered.is_empty() {
         let mut tx = state.db.begin().await.unwrap();
-        let applied =
-            db::webhook_deliveries::with_endpoints_read_once(billing::settle_many(state, &mut tx, &answered, now))
-                .await
-                .unwrap();
+        let applied = billing::settle_many(state, &mut tx, &answered, now).await.unwrap();
         tx.commit().await.unwrap();
         handled += applied.into_iter().filter(|a| *a).count();
     }

@@ -505,23 +505,16 @@ pub async fn next_due_on_clock(
     .bind(to.micros())
     .fetch_one(&mut *conn)
     .await?;
-    let inv = sqlx::query_scalar::<_, Option<i64>>(
-        "SELECT MIN(next_payment_attempt) FROM invoices WHERE test_clock = $1 AND status = 'open'
-            AND next_payment_attempt <= $2",
+    // An open invoice is due by its next attempt or by its collection deadline, whichever first.
+    let (attempt, deadline) = sqlx::query_as::<_, (Option<i64>, Option<i64>)>(
+        "SELECT MIN(next_payment_attempt), MIN(collection_deadline) FROM invoices
+         WHERE test_clock = $1 AND status = 'open'",
     )
     .bind(clock.as_str())
-    .bind(to.micros())
     .fetch_one(&mut *conn)
     .await?;
-    let deadline = sqlx::query_scalar::<_, Option<i64>>(
-        "SELECT MIN(collection_deadline) FROM invoices WHERE test_clock = $1 AND status = 'open'
-            AND collection_deadline <= $2",
-    )
-    .bind(clock.as_str())
-    .bind(to.micros())
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok([sub, inv, deadline].into_iter().flatten().min().map(Timestamp::from_micros))
+    let invoice = [attempt, deadline].into_iter().flatten().filter(|t| *t <= to.micros()).min();
+    Ok([sub, invoice].into_iter().flatten().min().map(Timestamp::from_micros))
 }
 
 /// Subscriptions on test clock `clock` due exactly at or before `at`.

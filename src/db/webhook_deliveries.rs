@@ -24,21 +24,7 @@ pub fn subscribed(events_json: &str, event_type: &str) -> bool {
 
 type Endpoints = Vec<(String, String)>;
 
-tokio::task_local! {
-    /// Inside [`with_endpoints_read_once`]: each owner's enabled endpoints (id, events), as first read.
-    static ENDPOINTS: std::cell::RefCell<std::collections::HashMap<(String, i64), Endpoints>>;
-}
-
-/// Runs `work`, which emits many events in one transaction (a billing pass), reading each owner's
-/// enabled endpoints once, at its first event, instead of once per event. Wrap exactly one
-/// transaction: the list holds from that read to the commit (on SQLite, which has one writer at a
-/// time, nothing can change it in between; on PostgreSQL an endpoint added by another transaction
-/// meanwhile gets the events of transactions that begin after it, as with any transaction that
-/// read the list before it committed).
-pub async fn with_endpoints_read_once<F: std::future::Future>(work: F) -> F::Output {
-    ENDPOINTS.scope(std::cell::RefCell::new(std::collections::HashMap::new()), work).await
-}
-
+/// `owner`'s enabled endpoints (id, subscribed events), or only `endpoint`.
 async fn read_endpoints(
     conn: &mut Conn,
     owner: &Owner,
@@ -55,29 +41,6 @@ async fn read_endpoints(
     .await
 }
 
-/// `owner`'s enabled endpoints (or only `endpoint`), read once per transaction inside
-/// [`with_endpoints_read_once`].
-async fn endpoints_of(
-    conn: &mut Conn,
-    owner: &Owner,
-    endpoint: Option<&WebhookEndpointId>,
-) -> Result<Endpoints, sqlx::Error> {
-    let key = (owner.merchant_id.to_string(), owner.mode.as_flag());
-    let cached = match endpoint {
-        None => ENDPOINTS.try_with(|c| c.borrow().get(&key).cloned()).ok(),
-        Some(_) => None,
-    };
-    Ok(match cached {
-        Some(Some(list)) => list,
-        Some(None) => {
-            let list = read_endpoints(conn, owner, None).await?;
-            ENDPOINTS.with(|c| c.borrow_mut().insert(key, list.clone()));
-            list
-        }
-        None => read_endpoints(conn, owner, endpoint).await?,
-    })
-}
-
 /// Queues `event` for every enabled endpoint of `owner` subscribed to its type (or only for
 /// `endpoint`, for a retry). Call in the transaction that writes the event. Returns how many.
 pub async fn enqueue_for_event(
@@ -88,7 +51,7 @@ pub async fn enqueue_for_event(
     endpoint: Option<&WebhookEndpointId>,
     now: Timestamp,
 ) -> Result<usize, sqlx::Error> {
-    let endpoints = endpoints_of(conn, owner, endpoint).await?;
+    let endpoints = read_endpoints(conn, owner, endpoint).await?;
     // A retry to one endpoint goes there whatever it subscribes to now.
     let rows: Vec<Vec<Arg>> = endpoints
         .iter()
@@ -111,7 +74,7 @@ pub async fn enqueue_for_events(
     for (owner, event, event_type, now) in events {
         let key = (owner.merchant_id.to_string(), owner.mode.as_flag());
         if !by_owner.contains_key(&key) {
-            let list = endpoints_of(conn, owner, None).await?;
+            let list = read_endpoints(conn, owner, None).await?;
             by_owner.insert(key.clone(), list);
         }
         for (endpoint_id, types) in &by_owner[&key] {

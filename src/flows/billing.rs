@@ -1187,7 +1187,8 @@ pub async fn pass_deadline(
     if !db::subscriptions::save_invoice(conn, &invoice, &expected).await? {
         return Ok(false);
     }
-    events::emit(conn, owner, event, "invoice", invoice.invoice_id.as_str(), &invoice, deadline).await?;
+    let mut buffer = events::EventBuffer::default();
+    buffer.push(owner, event, "invoice", invoice.invoice_id.as_str(), &invoice, deadline);
     let sub = match &invoice.subscription {
         Some(id) => db::subscriptions::get_any(conn, id).await?.map(|(_, s)| s),
         None => None,
@@ -1203,11 +1204,10 @@ pub async fn pass_deadline(
         if s.subscription_status != before {
             s.engine.next_action_at = next_action(&s);
             save_subscription_retrying(conn, &mut s).await?;
-            let mut buffer = events::EventBuffer::default();
             push_effects(&mut buffer, owner, &effects);
-            buffer.flush(conn).await?;
         }
     }
+    buffer.flush(conn).await?;
     Ok(true)
 }
 
@@ -1388,7 +1388,7 @@ async fn charge_and_settle(state: &AppState, jobs: Vec<ChargeJob>, at: Timestamp
         return Ok(0);
     }
     let mut tx = state.db.begin().await?;
-    let applied = db::webhook_deliveries::with_endpoints_read_once(settle_many(state, &mut tx, &answered, at)).await?;
+    let applied = settle_many(state, &mut tx, &answered, at).await?;
     tx.commit().await?;
     Ok(applied.into_iter().filter(|a| *a).count())
 }
@@ -1409,9 +1409,7 @@ pub async fn run_due(state: &AppState, limit: i64) -> Result<usize, FlowError> {
     let mut jobs = Vec::new();
     if !subs.is_empty() {
         let mut tx = state.db.begin().await?;
-        // Each merchant's webhook endpoints are read once for all of the transaction's events.
-        let (stepped, charges) =
-            db::webhook_deliveries::with_endpoints_read_once(step_many(state, &mut tx, subs, now)).await?;
+        let (stepped, charges) = step_many(state, &mut tx, subs, now).await?;
         tx.commit().await?;
         handled += stepped;
         jobs = charges;

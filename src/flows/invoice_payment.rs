@@ -52,11 +52,15 @@ pub struct InvoicePage {
 }
 
 /// Where the invoice's current attempt stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttemptState {
     None,
-    /// The customer's bank waits for the challenge of this attempt.
-    Challenge(i64),
+    /// The customer's bank waits for the challenge of this attempt, on the gateway's charge
+    /// `charge_ref` (what its script needs to run the challenge).
+    Challenge {
+        attempt: i64,
+        charge_ref: String,
+    },
     /// At the gateway right now.
     Charging,
 }
@@ -115,13 +119,13 @@ async fn attempt_state(state: &AppState, owner: &Owner, invoice: &Invoice) -> Re
     }
     let Some(gateway) = state.gateways.for_mode(owner.mode) else { return Ok(AttemptState::Charging) };
     Ok(match pending_challenge(state, gateway, invoice).await? {
-        Some(_) => AttemptState::Challenge(invoice.attempt_count),
+        Some(charge_ref) => AttemptState::Challenge { attempt: invoice.attempt_count, charge_ref },
         None => AttemptState::Charging,
     })
 }
 
 /// The charge reference of the invoice's current attempt when it waits on a challenge.
-pub async fn pending_challenge(
+async fn pending_challenge(
     state: &AppState,
     gateway: &dyn PaymentGateway,
     invoice: &Invoice,

@@ -221,7 +221,7 @@ fn build_page(state: &AppState, data: &InvoicePage, errors: Vec<FieldError>, not
         errors,
         notice,
         pending_action: match data.attempt {
-            AttemptState::Challenge(n) => Some(format!("/pay/i/{id}/authenticate/{n}")),
+            AttemptState::Challenge { attempt, .. } => Some(format!("/pay/i/{id}/authenticate/{attempt}")),
             _ => None,
         },
         unavailable: unavailable(state, data),
@@ -462,9 +462,10 @@ async fn show_challenge(
     let Some(data) = load(&state, &raw_id).await? else { return Ok(not_found()) };
     let Some(attempt) = parse_attempt(&raw_attempt) else { return Ok(not_found()) };
     let id = &data.invoice.invoice_id;
-    if data.attempt != AttemptState::Challenge(attempt) {
-        return Ok(see_other(format!("/pay/i/{id}")));
-    }
+    let charge_ref = match &data.attempt {
+        AttemptState::Challenge { attempt: waiting, charge_ref } if *waiting == attempt => charge_ref,
+        _ => return Ok(see_other(format!("/pay/i/{id}"))),
+    };
     let card = {
         let mut conn = state.db.conn().await?;
         match &data.invoice.payment_method {
@@ -473,19 +474,10 @@ async fn show_challenge(
         }
     };
     let script = browser_script(&state, data.owner.mode);
-    let client_secret = match state.gateways.for_mode(data.owner.mode) {
-        Some(gateway) => {
-            match (
-                gateway.card_entry(),
-                flow::pending_challenge(&state, gateway, &data.invoice).await.map_err(flow_error)?,
-            ) {
-                (CardEntry::Browser(cards), Some(charge)) => {
-                    cards.action_secret(&charge).await.map_err(|e| flow_error(e.into()))?
-                }
-                _ => String::new(),
-            }
-        }
-        None => String::new(),
+    // The lookup that found the challenge gave its charge; the gateway is not asked again.
+    let client_secret = match state.gateways.for_mode(data.owner.mode).map(|g| g.card_entry()) {
+        Some(CardEntry::Browser(cards)) => cards.action_secret(charge_ref).await.map_err(|e| flow_error(e.into()))?,
+        _ => String::new(),
     };
     let page = ChallengePage {
         asset_version: super::asset_version(),
