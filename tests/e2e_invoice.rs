@@ -14,8 +14,6 @@ use serde_json::{json, Value};
 /// invoice's id and page.
 async fn open_invoice() -> (TestApp, String, String) {
     let app = spawn_app().await;
-    let c = app.post("/v1/customers", json!({"customer": {"email": "jane@example.com", "first_name": "Jane"}})).await;
-    let customer = c.body["customer"]["customer_id"].as_str().unwrap().to_string();
     let p = app.post("/v1/products", json!({"product": {"name": "Gym membership"}})).await;
     let product = p.body["product"]["product_id"].as_str().unwrap().to_string();
     let pr = app
@@ -25,18 +23,7 @@ async fn open_invoice() -> (TestApp, String, String) {
         )
         .await;
     let price = pr.body["price"]["price_id"].as_str().unwrap().to_string();
-    let s = app
-        .post(
-            "/v1/subscriptions",
-            json!({"customer_id": customer, "plan_id": price, "collection_method": "SEND_INVOICE",
-                "payment_terms": "30_NET"}),
-        )
-        .await;
-    assert_eq!(s.status, 200, "{}", s.text);
-    let sub = s.body["id"].as_str().unwrap();
-    let invoice = app.get(&format!("/v1/invoices?subscription={sub}")).await.body["invoices"][0].clone();
-    let id = invoice["invoice_id"].as_str().unwrap().to_string();
-    let page = invoice["hosted_invoice_url"].as_str().unwrap().to_string();
+    let (id, page) = app.open_send_invoice(&price).await;
     assert_eq!(page, format!("{}/pay/i/{id}", app.address));
     (app, id, page)
 }

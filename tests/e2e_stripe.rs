@@ -607,23 +607,8 @@ async fn paying_in_two_tabs_at_once_charges_once() {
 /// id, its hosted page).
 async fn open_invoice() -> (TestApp, String, String) {
     let app = Checkout::app().await;
-    let c = app.post("/v1/customers", json!({"customer": {"email": "jane@example.com", "first_name": "Jane"}})).await;
-    assert_eq!(c.status, 200, "{}", c.text);
-    let customer = c.body["customer"]["customer_id"].as_str().unwrap().to_string();
     let (_, price) = app.seed_product_and_price().await;
-    let s = app
-        .post(
-            "/v1/subscriptions",
-            json!({"customer_id": customer, "plan_id": price, "collection_method": "SEND_INVOICE",
-                "payment_terms": "30_NET"}),
-        )
-        .await;
-    assert_eq!(s.status, 200, "{}", s.text);
-    let sub = s.body["id"].as_str().unwrap();
-    let invoice = app.get(&format!("/v1/invoices?subscription={sub}")).await.body["invoices"][0].clone();
-    assert_eq!(invoice["status"], "open", "{invoice}");
-    let id = invoice["invoice_id"].as_str().unwrap().to_string();
-    let page = invoice["hosted_invoice_url"].as_str().unwrap().to_string();
+    let (id, page) = app.open_send_invoice(&price).await;
     (app, id, page)
 }
 

@@ -233,6 +233,29 @@ impl TestApp {
         self.post("/v1/checkout/sessions", json!({ "checkout_session": body })).await
     }
 
+    /// An open invoice of a new monthly `SEND_INVOICE` subscription to `price` (terms 30_NET) for a
+    /// new customer Jane: (invoice id, its hosted page).
+    pub async fn open_send_invoice(&self, price: &str) -> (String, String) {
+        let c =
+            self.post("/v1/customers", json!({"customer": {"email": "jane@example.com", "first_name": "Jane"}})).await;
+        assert_eq!(c.status, 200, "{}", c.text);
+        let customer = c.body["customer"]["customer_id"].as_str().unwrap().to_string();
+        let s = self
+            .post(
+                "/v1/subscriptions",
+                json!({"customer_id": customer, "plan_id": price, "collection_method": "SEND_INVOICE",
+                    "payment_terms": "30_NET"}),
+            )
+            .await;
+        assert_eq!(s.status, 200, "{}", s.text);
+        let sub = s.body["id"].as_str().unwrap();
+        let invoice = self.get(&format!("/v1/invoices?subscription={sub}")).await.body["invoices"][0].clone();
+        assert_eq!(invoice["status"], "open", "{invoice}");
+        let id = invoice["invoice_id"].as_str().unwrap().to_string();
+        let page = invoice["hosted_invoice_url"].as_str().unwrap().to_string();
+        (id, page)
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}"))
             .fetch_one(&self.state.db.pool)
