@@ -33,6 +33,12 @@
 #[path = "renewal_seed.rs"]
 mod renewal_seed;
 
+// The allocator the server runs with: the engine's batches allocate many small rows and strings,
+// and glibc's malloc and free were about a quarter of a renewal pass's CPU samples (BENCHMARKS.md,
+// "Renewals"; SQLite's own allocations stay with the C allocator).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -331,25 +337,27 @@ async fn phased_pass(state: &flex_checkout::state::AppState, phases: &mut [Durat
     };
     phases[0] += t.elapsed();
     let t = Instant::now();
-    let mut jobs = Vec::new();
     let mut handled = 0;
-    if !subs.is_empty() {
+    let stepped = if subs.is_empty() {
+        billing::Stepped { count: 0, jobs: Vec::new(), carried: Default::default() }
+    } else {
         let mut tx = state.db.begin().await.unwrap();
-        let (stepped, charges) = billing::step_many(state, &mut tx, subs, now).await.unwrap();
+        let stepped = billing::step_many(state, &mut tx, subs, now).await.unwrap();
         tx.commit().await.unwrap();
-        handled += stepped;
-        jobs = charges;
-    }
+        stepped
+    };
+    handled += stepped.count;
+    let jobs = stepped.jobs;
     phases[1] += t.elapsed();
     let t = Instant::now();
-    let results = billing::charge_many(state, &jobs).await;
+    let results = billing::charge_many(state, &jobs, &stepped.carried).await;
     phases[2] += t.elapsed();
     let t = Instant::now();
     let answered: Vec<(&billing::ChargeJob, &billing::AttemptResult)> =
         jobs.iter().zip(&results).filter_map(|(j, r)| r.as_ref().map(|r| (j, r))).collect();
     if !answered.is_empty() {
         let mut tx = state.db.begin().await.unwrap();
-        let applied = billing::settle_many(state, &mut tx, &answered, now).await.unwrap();
+        let applied = billing::settle_carried(state, &mut tx, &answered, stepped.carried, now).await.unwrap();
         tx.commit().await.unwrap();
         handled += applied.into_iter().filter(|a| *a).count();
     }

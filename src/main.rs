@@ -1,5 +1,11 @@
 //! The `flex-checkout` command: serve (the default), migrate, merchants, keys, demo, listen.
 
+// The allocator the server runs with: the engine's batches allocate many small rows and strings,
+// and glibc's malloc and free were about a quarter of a renewal pass's CPU samples (BENCHMARKS.md,
+// "Renewals"; SQLite's own allocations stay with the C allocator).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use serde_json::{json, Value};
 

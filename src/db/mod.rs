@@ -77,13 +77,19 @@ impl Db {
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                         // 1 MiB of page cache per connection keeps the server's memory small.
                         conn.execute("PRAGMA cache_size = -1024").await?;
+                        // The WAL is copied back into the database by `checkpoint_in_background`,
+                        // off the writers' path; a commit does it itself only past this size.
+                        conn.execute(WAL_AUTOCHECKPOINT_PAGES).await?;
                     }
                     Ok(())
                 })
             })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database at DATABASE_URL: {e}"))?;
+        if backend == Backend::Sqlite {
+            checkpoint_in_background(&pool, &options).await?;
+        }
         Ok(Db { pool, backend })
     }
 
@@ -113,6 +119,39 @@ impl Db {
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
+}
+
+/// How big the WAL may grow before a committing connection copies it back itself.
+const WAL_AUTOCHECKPOINT_PAGES: &str = "PRAGMA wal_autocheckpoint = 16384";
+/// How often the background checkpoint runs.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Copies the SQLite WAL back into the database file from a connection of its own, every
+/// `CHECKPOINT_EVERY`, until `pool` closes. With SQLite's default, the commit that takes the WAL
+/// past 1,000 pages does that copy (and its fsync) itself while holding the write lock: a billing
+/// batch writes more than that, so every batch paid for a checkpoint (a quarter of a renewal pass,
+/// BENCHMARKS.md "Renewals"). A passive checkpoint never blocks writers or readers; it copies
+/// what no reader still needs, and the next writer starts the WAL over once all of it is copied.
+async fn checkpoint_in_background(pool: &AnyPool, options: &AnyConnectOptions) -> anyhow::Result<()> {
+    use sqlx::{ConnectOptions, Connection};
+    let mut conn =
+        options.connect().await.map_err(|e| anyhow::anyhow!("cannot open the database at DATABASE_URL: {e}"))?;
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if pool.is_closed() {
+                break;
+            }
+            if let Err(e) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+                tracing::warn!(error = ?e, "WAL checkpoint failed; a commit will do it past its size");
+            }
+        }
+        let _ = conn.close().await;
+    });
+    Ok(())
 }
 
 fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {

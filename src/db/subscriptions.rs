@@ -479,6 +479,23 @@ pub async fn get_many_any(conn: &mut Conn, ids: &[&SubscriptionId]) -> Result<Ve
     Ok(out)
 }
 
+/// The stored version of each subscription of `ids` that exists: a cheap way to tell whether a
+/// copy in memory is still what is stored.
+pub async fn versions(
+    conn: &mut Conn,
+    ids: &[&SubscriptionId],
+) -> Result<std::collections::HashMap<SubscriptionId, i64>, sqlx::Error> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in ids.chunks(super::MAX_IN_LIST) {
+        let mut sql = Sql::for_conn(conn, "SELECT id, version FROM subscriptions WHERE id IN ");
+        sql.in_list(chunk.iter().map(|id| id.as_str()));
+        for (id, version) in sql.query_as::<(String, i64)>().fetch_all(&mut *conn).await? {
+            out.insert(SubscriptionId::from_trusted(id), version);
+        }
+    }
+    Ok(out)
+}
+
 /// Subscriptions on the system clock with work due at or before `now`, earliest first.
 pub async fn due(conn: &mut Conn, now: Timestamp, limit: i64) -> Result<Vec<(Owner, Subscription)>, sqlx::Error> {
     let rows = sqlx::query_as::<_, SubscriptionRow>(&format!(

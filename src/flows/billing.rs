@@ -11,6 +11,8 @@
 //! between the two leaves the lease to expire; the retry asks under the same key and gets the
 //! first answer, so one attempt never charges twice.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::Value;
 
 use crate::db::subscriptions::InvoiceVersion;
@@ -104,16 +106,32 @@ struct Planned {
     effects: Effects,
 }
 
+/// Invoices a step wrote to be charged, and their subscriptions, as the step wrote them: settling
+/// the charges starts from these instead of reading them back (see [`settle_carried`]).
+#[derive(Default)]
+pub struct Carried {
+    invoices: HashMap<InvoiceId, (Owner, Invoice)>,
+    subs: HashMap<SubscriptionId, Subscription>,
+}
+
+/// What [`step_many`] did: how many subscriptions it stepped, the charges to make, and what the
+/// step wrote of them.
+pub struct Stepped {
+    pub count: usize,
+    pub jobs: Vec<ChargeJob>,
+    pub carried: Carried,
+}
+
 /// Writes the planned steps (distinct subscriptions) whose subscription nobody changed since it
 /// was read, all with one conditional statement, then the winners' invoices, numbered in the
 /// steps' order with one counter statement per merchant, and their events. Returns, per step, the
 /// charges to make, or `None` when another writer changed the subscription first (nothing of that
-/// step is written then).
+/// step is written then); and the written invoices to charge with their subscriptions.
 async fn commit_steps(
     state: &AppState,
     conn: &mut Conn,
     mut planned: Vec<Planned>,
-) -> Result<Vec<Option<Vec<ChargeJob>>>, FlowError> {
+) -> Result<(Vec<Option<Vec<ChargeJob>>>, Carried), FlowError> {
     let won = {
         let mut subs: Vec<&mut Subscription> = planned.iter_mut().map(|p| &mut p.sub).collect();
         db::subscriptions::save_many(conn, &mut subs).await?
@@ -127,7 +145,7 @@ async fn commit_steps(
             wanted.entry(key).or_insert_with(|| (p.owner.clone(), 0)).1 += p.effects.invoices.len();
         }
     }
-    let mut numbers = std::collections::HashMap::new();
+    let mut numbers = HashMap::new();
     for (owner, count) in wanted.into_values() {
         let taken = db::subscriptions::next_invoice_numbers(conn, &owner, count).await?;
         numbers.insert(owner, taken.into_iter());
@@ -147,7 +165,7 @@ async fn commit_steps(
     db::subscriptions::insert_invoices(conn, &rows).await?;
     let mut buffer = events::EventBuffer::default();
     let mut out = Vec::with_capacity(planned.len());
-    for (p, won) in planned.iter().zip(won) {
+    for (p, won) in planned.iter().zip(&won) {
         if !won {
             out.push(None);
             continue;
@@ -171,20 +189,39 @@ async fn commit_steps(
         out.push(Some(charges));
     }
     buffer.flush(conn).await?;
-    Ok(out)
+    let mut carried = Carried::default();
+    for (p, _) in planned.into_iter().zip(won).filter(|(_, won)| *won) {
+        let mut charged = p.effects.invoices.into_iter().filter(|i| i.collection.charging).peekable();
+        if charged.peek().is_none() {
+            continue;
+        }
+        for invoice in charged {
+            carried.invoices.insert(invoice.invoice_id.clone(), (p.owner.clone(), invoice));
+        }
+        carried.subs.insert(p.sub.id.clone(), p.sub);
+    }
+    Ok((out, carried))
 }
 
 /// Adds the events of `effects` to `buffer`, in order.
 fn push_effects(buffer: &mut events::EventBuffer, owner: &Owner, effects: &Effects) {
-    for e in &effects.events {
+    let mut pending = effects.events.iter().peekable();
+    while let Some(e) = pending.next() {
         match e {
             Pending::Subscription { event_type, object, at } => {
                 let id = object.get("id").and_then(Value::as_str).unwrap_or_default();
                 buffer.push(owner, event_type, "subscription", id, object, *at);
             }
             Pending::Invoice { event_type, index, at } => {
+                // An invoice's events of one moment (created, finalized, ...) share its payload.
+                let mut types = vec![*event_type];
+                let same =
+                    |n: &&Pending| matches!(n, Pending::Invoice { index: i, at: t, .. } if i == index && t == at);
+                while let Some(Pending::Invoice { event_type, .. }) = pending.next_if(same) {
+                    types.push(event_type);
+                }
                 let invoice = &effects.invoices[*index];
-                buffer.push(owner, event_type, "invoice", invoice.invoice_id.as_str(), invoice, *at);
+                buffer.push_each(owner, &types, "invoice", invoice.invoice_id.as_str(), invoice, *at);
             }
             Pending::Preview { object, at } => {
                 let id = object.get("subscription").and_then(Value::as_str).unwrap_or_default();
@@ -457,7 +494,7 @@ pub async fn step(
     at: Timestamp,
 ) -> Result<Option<Vec<ChargeJob>>, FlowError> {
     let planned = plan(state, conn, owner.clone(), sub, at).await?;
-    Ok(commit_steps(state, conn, vec![planned]).await?.pop().flatten())
+    Ok(commit_steps(state, conn, vec![planned]).await?.0.pop().flatten())
 }
 
 /// [`step`] for many subscriptions (distinct ids) at `at`: all worked out first, then written
@@ -467,18 +504,18 @@ pub async fn step_many(
     conn: &mut Conn,
     subs: Vec<(Owner, Subscription)>,
     at: Timestamp,
-) -> Result<(usize, Vec<ChargeJob>), FlowError> {
+) -> Result<Stepped, FlowError> {
     let mut planned = Vec::with_capacity(subs.len());
     for (owner, sub) in subs {
         planned.push(plan(state, conn, owner, sub, at).await?);
     }
-    let mut stepped = 0;
-    let mut jobs = Vec::new();
-    for charges in commit_steps(state, conn, planned).await?.into_iter().flatten() {
-        stepped += 1;
-        jobs.extend(charges);
+    let (out, carried) = commit_steps(state, conn, planned).await?;
+    let mut stepped = Stepped { count: 0, jobs: Vec::new(), carried };
+    for charges in out.into_iter().flatten() {
+        stepped.count += 1;
+        stepped.jobs.extend(charges);
     }
-    Ok((stepped, jobs))
+    Ok(stepped)
 }
 
 /// Works out everything due on `sub` at or before `at`, without writing it.
@@ -523,6 +560,7 @@ pub async fn first_step(
     }
     commit_steps(state, conn, vec![planned])
         .await?
+        .0
         .pop()
         .flatten()
         .ok_or_else(|| FlowError::Internal(anyhow::anyhow!("a new subscription changed in its own transaction")))
@@ -694,14 +732,15 @@ pub enum AttemptResult {
 /// Asks the gateway for attempt `job.attempt` of an invoice. `None`: no answer (the lease runs
 /// out and the same attempt is asked again under the same key).
 pub async fn charge(state: &AppState, job: &ChargeJob) -> Option<AttemptResult> {
-    charge_many(state, std::slice::from_ref(job)).await.pop().flatten()
+    charge_many(state, std::slice::from_ref(job), &Carried::default()).await.pop().flatten()
 }
 
 /// [`charge`] for many jobs: their invoices and cards read together, then each gateway asked for
 /// all of its charges at once ([`crate::gateway::PaymentGateway::charge_many`]). Answers in the
-/// order of `jobs`.
-pub async fn charge_many(state: &AppState, jobs: &[ChargeJob]) -> Vec<Option<AttemptResult>> {
-    match try_charge_many(state, jobs).await {
+/// order of `jobs`. An invoice in `carried` is charged as its step wrote it (the amount, currency
+/// and card of an invoice never change while an attempt is in flight).
+pub async fn charge_many(state: &AppState, jobs: &[ChargeJob], carried: &Carried) -> Vec<Option<AttemptResult>> {
+    match try_charge_many(state, jobs, carried).await {
         Ok(answers) => answers,
         Err(e) => {
             for job in jobs {
@@ -712,13 +751,26 @@ pub async fn charge_many(state: &AppState, jobs: &[ChargeJob]) -> Vec<Option<Att
     }
 }
 
-async fn try_charge_many(state: &AppState, jobs: &[ChargeJob]) -> Result<Vec<Option<AttemptResult>>, FlowError> {
+async fn try_charge_many(
+    state: &AppState,
+    jobs: &[ChargeJob],
+    carried: &Carried,
+) -> Result<Vec<Option<AttemptResult>>, FlowError> {
     use futures_util::StreamExt;
     let mut answers: Vec<Option<AttemptResult>> = vec![None; jobs.len()];
     let (invoices, cards) = {
         let mut conn = state.db.conn().await?;
-        let ids: Vec<&InvoiceId> = jobs.iter().map(|j| &j.invoice).collect();
-        let invoices = db::subscriptions::charge_facts(&mut conn, &ids).await?;
+        let ids: Vec<&InvoiceId> =
+            jobs.iter().map(|j| &j.invoice).filter(|id| !carried.invoices.contains_key(*id)).collect();
+        let mut invoices = db::subscriptions::charge_facts(&mut conn, &ids).await?;
+        for (id, (_, invoice)) in &carried.invoices {
+            let facts = db::subscriptions::ChargeFacts {
+                amount_due: invoice.amount_due,
+                currency: invoice.currency,
+                payment_method: invoice.payment_method.clone(),
+            };
+            invoices.insert(id.clone(), facts);
+        }
         let cards: Vec<&PaymentMethodId> = invoices.values().filter_map(|i| i.payment_method.as_ref()).collect();
         let cards = db::payments::saved_cards(&mut conn, &cards).await?;
         (invoices, cards)
@@ -843,18 +895,42 @@ pub async fn settle_many(
     answers: &[(&ChargeJob, &AttemptResult)],
     at: Timestamp,
 ) -> Result<Vec<bool>, FlowError> {
-    use std::collections::{HashMap, HashSet};
+    settle_carried(state, conn, answers, Carried::default(), at).await
+}
+
+/// [`settle_many`] for the charges of a step that committed moments ago, starting from what it
+/// wrote instead of reading it back. An invoice is taken as carried: every write to an invoice is
+/// conditional on its status, attempt count and whether an attempt is in flight, and while the
+/// attempt is in flight nothing else changes it but its lease; so the settlement's own
+/// conditional write fails if the copy is stale, as it would after a read. A subscription is
+/// taken as carried only if its stored version is still the carried one, since what the answer
+/// does to it depends on its status; otherwise it is read.
+pub async fn settle_carried(
+    state: &AppState,
+    conn: &mut Conn,
+    answers: &[(&ChargeJob, &AttemptResult)],
+    mut carried: Carried,
+    at: Timestamp,
+) -> Result<Vec<bool>, FlowError> {
     let public = &state.settings.public_url;
     let mut applied = vec![false; answers.len()];
     let mut pending: Vec<usize> = (0..answers.len()).collect();
     while !pending.is_empty() {
-        let ids: Vec<&InvoiceId> = pending.iter().map(|&i| &answers[i].0.invoice).collect();
-        let mut invoices: HashMap<InvoiceId, (Owner, Invoice)> =
-            db::subscriptions::get_invoices_any(conn, &ids, public)
-                .await?
-                .into_iter()
-                .map(|(o, i)| (i.invoice_id.clone(), (o, i)))
-                .collect();
+        let mut invoices: HashMap<InvoiceId, (Owner, Invoice)> = HashMap::new();
+        let mut missing: Vec<&InvoiceId> = Vec::new();
+        for &i in &pending {
+            let id = &answers[i].0.invoice;
+            match carried.invoices.remove(id) {
+                Some(known) => {
+                    invoices.insert(id.clone(), known);
+                }
+                None => missing.push(id),
+            }
+        }
+        if !missing.is_empty() {
+            let read = db::subscriptions::get_invoices_any(conn, &missing, public).await?;
+            invoices.extend(read.into_iter().map(|(o, i)| (i.invoice_id.clone(), (o, i))));
+        }
         let mut round = Vec::new();
         let mut later = Vec::new();
         let mut taken_invoices = HashSet::new();
@@ -870,12 +946,9 @@ pub async fn settle_many(
             taken_subs.extend(sub);
             round.push(i);
         }
-        let sub_ids: Vec<&SubscriptionId> = taken_subs.iter().collect();
-        let mut subs: HashMap<SubscriptionId, Subscription> = db::subscriptions::get_many_any(conn, &sub_ids)
-            .await?
-            .into_iter()
-            .map(|(_, s)| (s.id.clone(), s))
-            .collect();
+        let mut subs = current_subscriptions(conn, &taken_subs, &mut carried).await?;
+        // A later round reads what this one writes.
+        carried = Carried::default();
         let pi_ids: Vec<&PaymentIntentId> = round
             .iter()
             .filter_map(|&i| invoices.get(&answers[i].0.invoice))
@@ -915,6 +988,32 @@ pub async fn settle_many(
         pending = later;
     }
     Ok(applied)
+}
+
+/// The subscriptions `ids` as stored: the carried copy of each whose version is unchanged, the
+/// others read.
+async fn current_subscriptions(
+    conn: &mut Conn,
+    ids: &HashSet<SubscriptionId>,
+    carried: &mut Carried,
+) -> Result<HashMap<SubscriptionId, Subscription>, FlowError> {
+    let mut out = HashMap::with_capacity(ids.len());
+    let known: Vec<&SubscriptionId> = ids.iter().filter(|id| carried.subs.contains_key(*id)).collect();
+    if !known.is_empty() {
+        let stored = db::subscriptions::versions(conn, &known).await?;
+        for id in known {
+            if let Some(sub) = carried.subs.remove(id).filter(|s| stored.get(id) == Some(&s.engine.version)) {
+                out.insert(id.clone(), sub);
+            }
+        }
+    }
+    let missing: Vec<&SubscriptionId> = ids.iter().filter(|id| !out.contains_key(*id)).collect();
+    if !missing.is_empty() {
+        for (_, sub) in db::subscriptions::get_many_any(conn, &missing).await? {
+            out.insert(sub.id.clone(), sub);
+        }
+    }
+    Ok(out)
 }
 
 /// How one answered attempt settles, worked out before anything is written.
@@ -1123,8 +1222,8 @@ async fn write_settlements(
         let (owner, invoice, pi) = (&s.owner, &s.invoice, &s.pi);
         if s.all_or_nothing {
             // The creation events were held back until the first charge decided the subscription exists.
-            buffer.push(owner, "invoice.created", "invoice", invoice.invoice_id.as_str(), invoice, at);
-            buffer.push(owner, "invoice.finalized", "invoice", invoice.invoice_id.as_str(), invoice, at);
+            let types = ["invoice.created", "invoice.finalized"];
+            buffer.push_each(owner, &types, "invoice", invoice.invoice_id.as_str(), invoice, at);
         }
         let pi_event = if pi.status == PaymentIntentStatus::Succeeded {
             "payment_intent.succeeded"
@@ -1132,9 +1231,7 @@ async fn write_settlements(
             "payment_intent.payment_failed"
         };
         buffer.push(owner, pi_event, "payment_intent", pi.payment_intent_id.as_str(), pi, at);
-        for e in &s.invoice_events {
-            buffer.push(owner, e, "invoice", invoice.invoice_id.as_str(), invoice, at);
-        }
+        buffer.push_each(owner, &s.invoice_events, "invoice", invoice.invoice_id.as_str(), invoice, at);
         push_effects(&mut buffer, owner, &s.effects);
     }
     buffer.flush(conn).await?;
@@ -1220,7 +1317,7 @@ fn gateway_for(state: &AppState, owner: &Owner) -> &'static str {
 fn payment_intent_of(
     owner: &Owner,
     invoice: &Invoice,
-    stored: &mut std::collections::HashMap<PaymentIntentId, (Owner, PaymentIntent)>,
+    stored: &mut HashMap<PaymentIntentId, (Owner, PaymentIntent)>,
     at: Timestamp,
 ) -> PaymentIntent {
     if let Some(id) = &invoice.payment_intent {
@@ -1376,19 +1473,24 @@ pub async fn claim_many(
         .collect())
 }
 
-/// Charges every job and applies the answers in one transaction.
-async fn charge_and_settle(state: &AppState, jobs: Vec<ChargeJob>, at: Timestamp) -> Result<usize, FlowError> {
+/// Charges every job and applies the answers in one transaction, starting from `carried`.
+async fn charge_and_settle(
+    state: &AppState,
+    jobs: Vec<ChargeJob>,
+    carried: Carried,
+    at: Timestamp,
+) -> Result<usize, FlowError> {
     if jobs.is_empty() {
         return Ok(0);
     }
-    let results = charge_many(state, &jobs).await;
+    let results = charge_many(state, &jobs, &carried).await;
     let answered: Vec<(&ChargeJob, &AttemptResult)> =
         jobs.iter().zip(&results).filter_map(|(job, r)| r.as_ref().map(|r| (job, r))).collect();
     if answered.is_empty() {
         return Ok(0);
     }
     let mut tx = state.db.begin().await?;
-    let applied = settle_many(state, &mut tx, &answered, at).await?;
+    let applied = settle_carried(state, &mut tx, &answered, carried, at).await?;
     tx.commit().await?;
     Ok(applied.into_iter().filter(|a| *a).count())
 }
@@ -1406,15 +1508,13 @@ pub async fn run_due(state: &AppState, limit: i64) -> Result<usize, FlowError> {
         let mut conn = state.db.conn().await?;
         db::subscriptions::due(&mut conn, now, limit).await?
     };
-    let mut jobs = Vec::new();
     if !subs.is_empty() {
         let mut tx = state.db.begin().await?;
-        let (stepped, charges) = step_many(state, &mut tx, subs, now).await?;
+        let stepped = step_many(state, &mut tx, subs, now).await?;
         tx.commit().await?;
-        handled += stepped;
-        jobs = charges;
+        handled += stepped.count;
+        handled += charge_and_settle(state, stepped.jobs, stepped.carried, now).await?;
     }
-    handled += charge_and_settle(state, jobs, now).await?;
     let invoices = {
         let mut conn = state.db.conn().await?;
         db::subscriptions::due_invoices(&mut conn, now, limit, &state.settings.public_url).await?
@@ -1425,7 +1525,7 @@ pub async fn run_due(state: &AppState, limit: i64) -> Result<usize, FlowError> {
         jobs.extend(claim_many(state, &mut tx, invoices, now).await?.into_iter().flatten());
         tx.commit().await?;
     }
-    handled += charge_and_settle(state, jobs, now).await?;
+    handled += charge_and_settle(state, jobs, Carried::default(), now).await?;
     let late = {
         let mut conn = state.db.conn().await?;
         db::subscriptions::past_deadline(&mut conn, now, limit, &state.settings.public_url).await?
@@ -1451,8 +1551,8 @@ pub async fn run_clock(state: &AppState, clock: &TestClockId, to: Timestamp) -> 
             return Ok(done);
         };
         let subs = db::subscriptions::due_on_clock(&mut tx, clock, at).await?;
-        let (stepped, mut jobs) = step_many(state, &mut tx, subs, at).await?;
-        done += stepped;
+        let Stepped { count, mut jobs, carried } = step_many(state, &mut tx, subs, at).await?;
+        done += count;
         let invoices = db::subscriptions::due_invoices_on_clock(&mut tx, clock, at, &state.settings.public_url).await?;
         jobs.extend(claim_many(state, &mut tx, invoices, at).await?.into_iter().flatten());
         for (owner, invoice) in
@@ -1461,7 +1561,7 @@ pub async fn run_clock(state: &AppState, clock: &TestClockId, to: Timestamp) -> 
             done += usize::from(pass_deadline(&mut tx, &owner, invoice, at).await?);
         }
         tx.commit().await?;
-        done += charge_and_settle(state, jobs, at).await?;
+        done += charge_and_settle(state, jobs, carried, at).await?;
     }
     Err(FlowError::Internal(anyhow::anyhow!("test clock {clock} did not settle after {MAX_CLOCK_STEPS} steps")))
 }
