@@ -10,6 +10,7 @@ mod billing_periods;
 mod billing_settings;
 mod checkout_sessions;
 mod customers;
+mod engine;
 mod invoice_page;
 mod isolation;
 mod pay;
