@@ -257,7 +257,10 @@ async fn case(backend: &str, n: usize, postgres: Option<&str>, endpoints: usize)
         let handled = if std::env::var_os("RENEWAL_BENCH_PHASES").is_some() {
             phased_pass(&state, &mut phases).await
         } else {
-            billing::run_due(&state, billing::BATCH).await.expect("a billing pass")
+            billing::run_due_for(&state, billing::BATCH, flex_checkout::workers::BILLING_BUDGET)
+                .await
+                .expect("a billing pass")
+                .0
         };
         passes += 1;
         if handled == 0 {

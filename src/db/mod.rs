@@ -342,10 +342,23 @@ pub async fn insert_rows(
     rows: Vec<Vec<Arg>>,
     suffix: &str,
 ) -> Result<(), sqlx::Error> {
+    insert_rows_counted(conn, table, columns, rows, suffix).await.map(|_| ())
+}
+
+/// [`insert_rows`], saying how many rows were written (fewer than given when `suffix` has an
+/// `ON CONFLICT DO NOTHING`).
+pub async fn insert_rows_counted(
+    conn: &mut Conn,
+    table: &str,
+    columns: &[&str],
+    rows: Vec<Vec<Arg>>,
+    suffix: &str,
+) -> Result<u64, sqlx::Error> {
+    let mut written = 0;
     for chunk in statements_of(rows, columns.len()) {
-        insert_sql(conn, table, columns, chunk, suffix).query().execute(&mut *conn).await?;
+        written += insert_sql(conn, table, columns, chunk, suffix).query().execute(&mut *conn).await?.rows_affected();
     }
-    Ok(())
+    Ok(written)
 }
 
 /// [`insert_rows`] with a `RETURNING` in `suffix`: the rows it returns.
@@ -409,16 +422,39 @@ pub async fn update_rows(
     }
     let mut conditions = vec![format!("{key} = v.k")];
     conditions.extend(expect.iter().enumerate().map(|(i, c)| format!("{c} = v.e{i}")));
+    let statement = |conn: &Conn, chunk: Vec<Vec<Arg>>, returning: bool| {
+        let mut sql = Sql::for_conn(conn, &format!("WITH v ({}) AS (VALUES ", names.join(", ")));
+        sql.rows(chunk);
+        sql.push(&format!(") UPDATE {table} SET {} FROM v WHERE {}", assignments.join(", "), conditions.join(" AND ")));
+        if returning {
+            sql.push(&format!(" RETURNING {key}"));
+        }
+        sql
+    };
     let mut changed = Vec::new();
     for chunk in statements_of(rows, width) {
         debug_assert!(chunk.iter().all(|r| r.len() == width), "a row for {table} has the wrong width");
-        let mut sql = Sql::for_conn(conn, &format!("WITH v ({}) AS (VALUES ", names.join(", ")));
-        sql.rows(chunk);
-        sql.push(&format!(
-            ") UPDATE {table} SET {} FROM v WHERE {} RETURNING {key}",
-            assignments.join(", "),
-            conditions.join(" AND ")
-        ));
+        // Usually every row still stands as expected, and the count of changed rows says so
+        // without sending each key back (a row costs more to send than to write). Otherwise the
+        // statement is undone to a savepoint and run again returning the keys it changed.
+        let keys: Option<Vec<String>> = chunk
+            .iter()
+            .map(|row| match row.first() {
+                Some(Arg::Text(k)) => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        if let Some(keys) = keys.filter(|_| sqlx::Connection::is_in_transaction(&*conn)) {
+            let mut savepoint = sqlx::Connection::begin(&mut *conn).await?;
+            let plain = statement(&savepoint, chunk.clone(), false);
+            if plain.query().execute(&mut *savepoint).await?.rows_affected() == keys.len() as u64 {
+                savepoint.commit().await?;
+                changed.extend(keys);
+                continue;
+            }
+            savepoint.rollback().await?;
+        }
+        let sql = statement(conn, chunk, true);
         changed.extend(sql.query_as::<(String,)>().fetch_all(&mut *conn).await?.into_iter().map(|(k,)| k));
     }
     Ok(changed)

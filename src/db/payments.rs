@@ -604,29 +604,30 @@ pub async fn sandbox_charges(
             ]
         })
         .collect();
-    let mut stored: std::collections::HashMap<String, SandboxCharge> = super::insert_rows_returning::<SandboxCharge>(
+    let written = super::insert_rows_counted(
         conn,
         "sandbox_charges",
         &["idempotency_key", "token", "amount", "currency", "outcome", "decline_code", "created_at"],
         rows,
-        "ON CONFLICT (idempotency_key) DO NOTHING
-         RETURNING idempotency_key, token, amount, currency, outcome, decline_code",
+        "ON CONFLICT (idempotency_key) DO NOTHING",
     )
-    .await?
-    .into_iter()
-    .map(|c| (c.idempotency_key.clone(), c))
-    .collect();
-    let replayed: Vec<&str> =
-        fresh.iter().map(|c| c.idempotency_key.as_str()).filter(|k| !stored.contains_key(*k)).collect();
-    for chunk in replayed.chunks(super::MAX_IN_LIST) {
-        let mut sql = Sql::for_conn(
-            conn,
-            "SELECT idempotency_key, token, amount, currency, outcome, decline_code FROM sandbox_charges
-             WHERE idempotency_key IN ",
-        );
-        sql.in_list(chunk.iter().copied());
-        for c in sql.query_as::<SandboxCharge>().fetch_all(&mut *conn).await? {
-            stored.insert(c.idempotency_key.clone(), c);
+    .await?;
+    let mut stored: std::collections::HashMap<String, SandboxCharge> = std::collections::HashMap::new();
+    if written == fresh.len() as u64 {
+        // Every key was new: what is stored is what was asked (no row needs to come back).
+        stored.extend(fresh.iter().map(|c| (c.idempotency_key.clone(), (*c).clone())));
+    } else {
+        // Some were asked before: their first answers stand, read with the rest.
+        for chunk in fresh.chunks(super::MAX_IN_LIST) {
+            let mut sql = Sql::for_conn(
+                conn,
+                "SELECT idempotency_key, token, amount, currency, outcome, decline_code FROM sandbox_charges
+                 WHERE idempotency_key IN ",
+            );
+            sql.in_list(chunk.iter().map(|c| c.idempotency_key.as_str()));
+            for c in sql.query_as::<SandboxCharge>().fetch_all(&mut *conn).await? {
+                stored.insert(c.idempotency_key.clone(), c);
+            }
         }
     }
     charges.iter().map(|c| stored.get(&c.idempotency_key).cloned().ok_or(sqlx::Error::RowNotFound)).collect()

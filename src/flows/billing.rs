@@ -1502,19 +1502,52 @@ async fn charge_and_settle(
 /// One pass on the system clock: due subscriptions stepped in one transaction, their charges
 /// made, then due invoice attempts. Returns how many items were handled.
 pub async fn run_due(state: &AppState, limit: i64) -> Result<usize, FlowError> {
-    let now = state.clock.now();
+    Ok(run_due_for(state, limit, std::time::Duration::ZERO).await?.0)
+}
+
+/// Passes on the system clock for about `budget`: batches of `limit` due subscriptions while they
+/// come back full, then one batch of due invoice attempts and of passed deadlines. A batch's
+/// charges and settlement run while the next batch is read, on another connection, so that a
+/// backlog keeps both cores busy (the settlement's statements on the database's side while the
+/// next batch is decoded on ours). Returns how many items were handled, and whether the budget
+/// ended it with subscriptions still due.
+pub async fn run_due_for(
+    state: &AppState,
+    limit: i64,
+    budget: std::time::Duration,
+) -> Result<(usize, bool), FlowError> {
+    let started = std::time::Instant::now();
     let mut handled = 0;
-    let subs = {
-        let mut conn = state.db.conn().await?;
-        db::subscriptions::due(&mut conn, now, limit).await?
-    };
-    if !subs.is_empty() {
+    let mut settling: Option<(Stepped, Timestamp)> = None;
+    let mut cut_short = false;
+    loop {
+        let now = state.clock.now();
+        let reading = async {
+            let mut conn = state.db.conn().await?;
+            Ok::<_, FlowError>(db::subscriptions::due(&mut conn, now, limit).await?)
+        };
+        let (subs, settled) = tokio::join!(reading, settle_stepped(state, settling.take()));
+        handled += settled?;
+        let subs = subs?;
+        if subs.is_empty() {
+            break;
+        }
+        let full = subs.len() as i64 >= limit;
         let mut tx = state.db.begin().await?;
         let stepped = step_many(state, &mut tx, subs, now).await?;
         tx.commit().await?;
         handled += stepped.count;
-        handled += charge_and_settle(state, stepped.jobs, stepped.carried, now).await?;
+        settling = Some((stepped, now));
+        if !full {
+            break;
+        }
+        if started.elapsed() >= budget {
+            cut_short = true;
+            break;
+        }
     }
+    handled += settle_stepped(state, settling).await?;
+    let now = state.clock.now();
     let invoices = {
         let mut conn = state.db.conn().await?;
         db::subscriptions::due_invoices(&mut conn, now, limit, &state.settings.public_url).await?
@@ -1537,7 +1570,15 @@ pub async fn run_due(state: &AppState, limit: i64) -> Result<usize, FlowError> {
         }
         tx.commit().await?;
     }
-    Ok(handled)
+    Ok((handled, cut_short))
+}
+
+/// The charges of a committed step, made and settled at the step's time.
+async fn settle_stepped(state: &AppState, stepped: Option<(Stepped, Timestamp)>) -> Result<usize, FlowError> {
+    match stepped {
+        Some((stepped, at)) => charge_and_settle(state, stepped.jobs, stepped.carried, at).await,
+        None => Ok(0),
+    }
 }
 
 /// Runs, in time order, everything on test clock `clock` that is due at or before `to`, each item at

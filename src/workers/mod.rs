@@ -51,21 +51,22 @@ async fn round(state: &AppState) -> (usize, bool) {
     (handled, backlog)
 }
 
-/// Billing passes, one after another while each handles at least a batch (more is probably due),
-/// for at most `BILLING_BUDGET`. Returns what they handled and whether the budget cut them short.
-/// Another instance working the same rows makes a pass come back short, which ends the loop.
+/// Billing passes ([`billing::run_due_for`]) while each handles at least a batch (more is probably
+/// due), for at most `BILLING_BUDGET`. Returns what they handled and whether the budget cut them
+/// short. Another instance working the same rows makes a pass come back short, which ends the loop.
 async fn bill(state: &AppState) -> (usize, bool) {
     let started = std::time::Instant::now();
     let mut handled = 0;
     loop {
-        match billing::run_due(state, billing::BATCH).await {
-            Ok(n) => {
+        let left = BILLING_BUDGET.saturating_sub(started.elapsed());
+        match billing::run_due_for(state, billing::BATCH, left).await {
+            Ok((n, cut_short)) => {
                 handled += n;
+                if cut_short || (n >= billing::BATCH as usize && started.elapsed() >= BILLING_BUDGET) {
+                    return (handled, true);
+                }
                 if n < billing::BATCH as usize {
                     return (handled, false);
-                }
-                if started.elapsed() >= BILLING_BUDGET {
-                    return (handled, true);
                 }
             }
             Err(e) => {
