@@ -13,8 +13,9 @@
 //!    checkout); `N - 2` copies of the first by SQL (customer, sandbox card `sbx_card_ok_<ULID>`,
 //!    subscription, items); all put one day back so that one renewal each is due. With
 //!    `--endpoints K`, K webhook endpoints subscribed to every event (deliveries are queued, not sent).
-//! 2. measure: `flows::billing::run_due(state, BATCH)` in a loop until a pass handles nothing; the
-//!    wall time of the loop gives renewals per second.
+//! 2. measure: `flows::billing::run_due_for(state, BATCH, workers::BILLING_BUDGET)` (what the billing
+//!    worker calls each round) in a loop until a call handles nothing; the wall time of the loop
+//!    gives renewals per second.
 //! 3. verify (not timed): N `subscription_cycle` invoices, each paid once, one sandbox charge per
 //!    attempt key, one payment intent and one `invoice.paid` per invoice, numbers without gaps,
 //!    nothing left due.
