@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use flex_checkout::db;
+use flex_checkout::domain::timestamp::Timestamp;
 use flex_checkout::flows::billing;
 
 use crate::billing::{advance, clock, customer_on, invoices_of, monthly_price, save_card, subscription};
@@ -22,10 +23,8 @@ async fn subscribed(app: &TestApp, card: &str) -> String {
     r.body["id"].as_str().unwrap().to_string()
 }
 
-#[tokio::test]
-async fn a_subscription_changed_between_a_renewal_step_and_its_settlement_is_read_again() {
-    let app = spawn_app().await;
-    let sub_id = subscribed(&app, "4242424242424242").await;
+/// A month later, the renewal step of the one subscription due, committed; its charge not yet made.
+async fn renewal_stepped(app: &TestApp) -> (billing::Stepped, Timestamp) {
     app.state.clock.advance_seconds(32 * 24 * 3600);
     let now = app.state.clock.now();
     let due = {
@@ -37,6 +36,14 @@ async fn a_subscription_changed_between_a_renewal_step_and_its_settlement_is_rea
     let stepped = billing::step_many(&app.state, &mut tx, due, now).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!((stepped.count, stepped.jobs.len()), (1, 1));
+    (stepped, now)
+}
+
+#[tokio::test]
+async fn a_subscription_changed_between_a_renewal_step_and_its_settlement_is_read_again() {
+    let app = spawn_app().await;
+    let sub_id = subscribed(&app, "4242424242424242").await;
+    let (stepped, now) = renewal_stepped(&app).await;
     // Another writer, between the step and the answer: an earlier invoice's failure left the
     // subscription past due. The renewal's payment must bring it back, which only a fresh read
     // of the subscription (not the step's copy, still active) can tell.
@@ -62,15 +69,7 @@ async fn a_subscription_changed_between_a_renewal_step_and_its_settlement_is_rea
 async fn an_answer_settled_twice_from_the_steps_copy_is_applied_once() {
     let app = spawn_app().await;
     let sub_id = subscribed(&app, "4242424242424242").await;
-    app.state.clock.advance_seconds(32 * 24 * 3600);
-    let now = app.state.clock.now();
-    let due = {
-        let mut conn = app.state.db.conn().await.unwrap();
-        db::subscriptions::due(&mut conn, now, billing::BATCH).await.unwrap()
-    };
-    let mut tx = app.state.db.begin().await.unwrap();
-    let stepped = billing::step_many(&app.state, &mut tx, due, now).await.unwrap();
-    tx.commit().await.unwrap();
+    let (stepped, now) = renewal_stepped(&app).await;
     let answers = billing::charge_many(&app.state, &stepped.jobs, &stepped.carried).await;
     let answered: Vec<(&billing::ChargeJob, &billing::AttemptResult)> =
         stepped.jobs.iter().zip(&answers).map(|(j, a)| (j, a.as_ref().expect("the sandbox answers"))).collect();
