@@ -362,11 +362,14 @@ pub async fn verify(db: &Db, n: i64, start: i64, before: &Before) {
         ),
         (
             "sandbox charges under another attempt of a renewal invoice",
-            // Attempt keys are `{invoice}-a{n}`, and invoice ids have a fixed length.
+            // Attempt keys are `{invoice}-a{n}`, and invoice ids have a fixed length. The condition
+            // on the key alone lets the database filter charges before the join (PostgreSQL took
+            // minutes at 100,000 when it compared after joining).
             format!(
-                "SELECT COUNT(*) FROM sandbox_charges c JOIN invoices i ON i.id = substr(c.idempotency_key, 1, {})
-                 WHERE i.billing_reason = 'subscription_cycle' AND c.idempotency_key <> i.id || '-a1'",
-                InvoiceId::PREFIX.len() + 26
+                "SELECT COUNT(*) FROM sandbox_charges c JOIN invoices i ON i.id = substr(c.idempotency_key, 1, {n})
+                 WHERE i.billing_reason = 'subscription_cycle'
+                   AND c.idempotency_key <> substr(c.idempotency_key, 1, {n}) || '-a1'",
+                n = InvoiceId::PREFIX.len() + 26
             ),
             0,
         ),
