@@ -361,20 +361,22 @@ pub async fn insert_rows_counted(
     Ok(written)
 }
 
-/// [`insert_rows`] with a `RETURNING` in `suffix`: the rows it returns.
-pub async fn insert_rows_returning<T>(
+/// Every row of `head` (a SELECT ending in `WHERE <column> IN `) over `ids`, one statement per
+/// [`MAX_IN_LIST`] ids.
+pub async fn select_in<'a, T>(
     conn: &mut Conn,
-    table: &str,
-    columns: &[&str],
-    rows: Vec<Vec<Arg>>,
-    suffix: &str,
+    head: &str,
+    ids: impl IntoIterator<Item = &'a str>,
 ) -> Result<Vec<T>, sqlx::Error>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
 {
+    let ids: Vec<&str> = ids.into_iter().collect();
     let mut out = Vec::new();
-    for chunk in statements_of(rows, columns.len()) {
-        out.extend(insert_sql(conn, table, columns, chunk, suffix).query_as::<T>().fetch_all(&mut *conn).await?);
+    for chunk in ids.chunks(MAX_IN_LIST) {
+        let mut sql = Sql::for_conn(conn, head);
+        sql.in_list(chunk.iter().copied());
+        out.extend(sql.query_as::<T>().fetch_all(&mut *conn).await?);
     }
     Ok(out)
 }
@@ -422,21 +424,9 @@ pub async fn update_rows(
     }
     let mut conditions = vec![format!("{key} = v.k")];
     conditions.extend(expect.iter().enumerate().map(|(i, c)| format!("{c} = v.e{i}")));
-    let statement = |conn: &Conn, chunk: Vec<Vec<Arg>>, returning: bool| {
-        let mut sql = Sql::for_conn(conn, &format!("WITH v ({}) AS (VALUES ", names.join(", ")));
-        sql.rows(chunk);
-        sql.push(&format!(") UPDATE {table} SET {} FROM v WHERE {}", assignments.join(", "), conditions.join(" AND ")));
-        if returning {
-            sql.push(&format!(" RETURNING {key}"));
-        }
-        sql
-    };
     let mut changed = Vec::new();
     for chunk in statements_of(rows, width) {
         debug_assert!(chunk.iter().all(|r| r.len() == width), "a row for {table} has the wrong width");
-        // Usually every row still stands as expected, and the count of changed rows says so
-        // without sending each key back (a row costs more to send than to write). Otherwise the
-        // statement is undone to a savepoint and run again returning the keys it changed.
         let keys: Option<Vec<String>> = chunk
             .iter()
             .map(|row| match row.first() {
@@ -444,17 +434,22 @@ pub async fn update_rows(
                 _ => None,
             })
             .collect();
+        let mut sql = Sql::for_conn(conn, &format!("WITH v ({}) AS (VALUES ", names.join(", ")));
+        sql.rows(chunk);
+        sql.push(&format!(") UPDATE {table} SET {} FROM v WHERE {}", assignments.join(", "), conditions.join(" AND ")));
+        // Usually every row still stands as expected, and the count of changed rows says so
+        // without sending each key back (a row costs more to send than to write). Otherwise the
+        // statement is undone to a savepoint and run again returning the keys it changed.
         if let Some(keys) = keys.filter(|_| sqlx::Connection::is_in_transaction(&*conn)) {
             let mut savepoint = sqlx::Connection::begin(&mut *conn).await?;
-            let plain = statement(&savepoint, chunk.clone(), false);
-            if plain.query().execute(&mut *savepoint).await?.rows_affected() == keys.len() as u64 {
+            if sql.query().execute(&mut *savepoint).await?.rows_affected() == keys.len() as u64 {
                 savepoint.commit().await?;
                 changed.extend(keys);
                 continue;
             }
             savepoint.rollback().await?;
         }
-        let sql = statement(conn, chunk, true);
+        sql.push(&format!(" RETURNING {key}"));
         changed.extend(sql.query_as::<(String,)>().fetch_all(&mut *conn).await?.into_iter().map(|(k,)| k));
     }
     Ok(changed)

@@ -494,20 +494,18 @@ pub async fn get_payment_intents_any(
         #[sqlx(flatten)]
         pi: PaymentIntentRow,
     }
-    let mut out = Vec::new();
-    for chunk in ids.chunks(super::MAX_IN_LIST) {
-        let mut sql =
-            Sql::for_conn(conn, &format!("SELECT merchant_id, {PI_COLUMNS} FROM payment_intents WHERE id IN "));
-        sql.in_list(chunk.iter().map(|id| id.as_str()));
-        for r in sql.query_as::<Row>().fetch_all(&mut *conn).await? {
+    let head = format!("SELECT merchant_id, {PI_COLUMNS} FROM payment_intents WHERE id IN ");
+    let rows = super::select_in::<Row>(conn, &head, ids.iter().map(|id| id.as_str())).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
             let owner = Owner {
                 merchant_id: crate::domain::ids::MerchantId::from_trusted(r.merchant_id),
                 mode: Mode::from_flag(r.pi.livemode),
             };
-            out.push((owner, PaymentIntent::from(r.pi)));
-        }
-    }
-    Ok(out)
+            (owner, PaymentIntent::from(r.pi))
+        })
+        .collect())
 }
 
 pub async fn list_payment_intents(
@@ -618,16 +616,11 @@ pub async fn sandbox_charges(
         stored.extend(fresh.iter().map(|c| (c.idempotency_key.clone(), (*c).clone())));
     } else {
         // Some were asked before: their first answers stand, read with the rest.
-        for chunk in fresh.chunks(super::MAX_IN_LIST) {
-            let mut sql = Sql::for_conn(
-                conn,
-                "SELECT idempotency_key, token, amount, currency, outcome, decline_code FROM sandbox_charges
-                 WHERE idempotency_key IN ",
-            );
-            sql.in_list(chunk.iter().map(|c| c.idempotency_key.as_str()));
-            for c in sql.query_as::<SandboxCharge>().fetch_all(&mut *conn).await? {
-                stored.insert(c.idempotency_key.clone(), c);
-            }
+        let head = "SELECT idempotency_key, token, amount, currency, outcome, decline_code FROM sandbox_charges
+                    WHERE idempotency_key IN ";
+        let keys = fresh.iter().map(|c| c.idempotency_key.as_str());
+        for c in super::select_in::<SandboxCharge>(conn, head, keys).await? {
+            stored.insert(c.idempotency_key.clone(), c);
         }
     }
     charges.iter().map(|c| stored.get(&c.idempotency_key).cloned().ok_or(sqlx::Error::RowNotFound)).collect()
@@ -737,34 +730,28 @@ pub async fn saved_cards(
     conn: &mut Conn,
     ids: &[&PaymentMethodId],
 ) -> Result<std::collections::HashMap<PaymentMethodId, (String, crate::gateway::SavedCard)>, sqlx::Error> {
+    let head = "SELECT id, gateway, gateway_ref, gateway_customer, brand, last4, exp_month, exp_year, funding, country
+                FROM payment_methods WHERE id IN ";
     let mut out = std::collections::HashMap::new();
-    for chunk in ids.chunks(super::MAX_IN_LIST) {
-        let mut sql = Sql::for_conn(
-            conn,
-            "SELECT id, gateway, gateway_ref, gateway_customer, brand, last4, exp_month, exp_year, funding, country
-             FROM payment_methods WHERE id IN ",
-        );
-        sql.in_list(chunk.iter().map(|id| id.as_str()));
-        for r in sql.query_as::<SavedCardRow>().fetch_all(&mut *conn).await? {
-            out.insert(
-                PaymentMethodId::from_trusted(r.id),
-                (
-                    r.gateway,
-                    crate::gateway::SavedCard {
-                        gateway_ref: r.gateway_ref,
-                        gateway_customer: r.gateway_customer,
-                        details: CardDetails {
-                            brand: r.brand,
-                            last4: r.last4,
-                            exp_month: r.exp_month.clamp(0, 12) as u32,
-                            exp_year: r.exp_year.clamp(0, 9999) as i32,
-                            funding: r.funding,
-                            country: r.country,
-                        },
+    for r in super::select_in::<SavedCardRow>(conn, head, ids.iter().map(|id| id.as_str())).await? {
+        out.insert(
+            PaymentMethodId::from_trusted(r.id),
+            (
+                r.gateway,
+                crate::gateway::SavedCard {
+                    gateway_ref: r.gateway_ref,
+                    gateway_customer: r.gateway_customer,
+                    details: CardDetails {
+                        brand: r.brand,
+                        last4: r.last4,
+                        exp_month: r.exp_month.clamp(0, 12) as u32,
+                        exp_year: r.exp_year.clamp(0, 9999) as i32,
+                        funding: r.funding,
+                        country: r.country,
                     },
-                ),
-            );
-        }
+                },
+            ),
+        );
     }
     Ok(out)
 }

@@ -485,15 +485,9 @@ pub async fn versions(
     conn: &mut Conn,
     ids: &[&SubscriptionId],
 ) -> Result<std::collections::HashMap<SubscriptionId, i64>, sqlx::Error> {
-    let mut out = std::collections::HashMap::new();
-    for chunk in ids.chunks(super::MAX_IN_LIST) {
-        let mut sql = Sql::for_conn(conn, "SELECT id, version FROM subscriptions WHERE id IN ");
-        sql.in_list(chunk.iter().map(|id| id.as_str()));
-        for (id, version) in sql.query_as::<(String, i64)>().fetch_all(&mut *conn).await? {
-            out.insert(SubscriptionId::from_trusted(id), version);
-        }
-    }
-    Ok(out)
+    let head = "SELECT id, version FROM subscriptions WHERE id IN ";
+    let rows = super::select_in::<(String, i64)>(conn, head, ids.iter().map(|id| id.as_str())).await?;
+    Ok(rows.into_iter().map(|(id, version)| (SubscriptionId::from_trusted(id), version)).collect())
 }
 
 /// Subscriptions on the system clock with work due at or before `now`, earliest first.
@@ -1029,28 +1023,35 @@ pub struct ChargeFacts {
     pub payment_method: Option<PaymentMethodId>,
 }
 
+impl ChargeFacts {
+    pub fn of(invoice: &Invoice) -> ChargeFacts {
+        ChargeFacts {
+            amount_due: invoice.amount_due,
+            currency: invoice.currency,
+            payment_method: invoice.payment_method.clone(),
+        }
+    }
+}
+
 /// [`ChargeFacts`] of invoices by id (those that exist), in one read.
 pub async fn charge_facts(
     conn: &mut Conn,
     ids: &[&InvoiceId],
 ) -> Result<std::collections::HashMap<InvoiceId, ChargeFacts>, sqlx::Error> {
-    let mut out = std::collections::HashMap::new();
-    for chunk in ids.chunks(super::MAX_IN_LIST) {
-        let mut sql =
-            Sql::for_conn(conn, "SELECT id, amount_due, currency, payment_method_id FROM invoices WHERE id IN ");
-        sql.in_list(chunk.iter().map(|id| id.as_str()));
-        for (id, amount_due, currency, pm) in
-            sql.query_as::<(String, i64, String, Option<String>)>().fetch_all(&mut *conn).await?
-        {
+    let head = "SELECT id, amount_due, currency, payment_method_id FROM invoices WHERE id IN ";
+    let rows =
+        super::select_in::<(String, i64, String, Option<String>)>(conn, head, ids.iter().map(|id| id.as_str())).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, amount_due, currency, pm)| {
             let facts = ChargeFacts {
                 amount_due,
                 currency: Currency::parse(&currency).unwrap_or(Currency::USD),
                 payment_method: pm.map(PaymentMethodId::from_trusted),
             };
-            out.insert(InvoiceId::from_trusted(id), facts);
-        }
-    }
-    Ok(out)
+            (InvoiceId::from_trusted(id), facts)
+        })
+        .collect())
 }
 
 /// Which of an open invoice's due times a query looks at.

@@ -164,41 +164,35 @@ async fn commit_steps(
         .collect();
     db::subscriptions::insert_invoices(conn, &rows).await?;
     let mut buffer = events::EventBuffer::default();
-    let mut out = Vec::with_capacity(planned.len());
-    for (p, won) in planned.iter().zip(&won) {
-        if !won {
-            out.push(None);
-            continue;
-        }
-        let charges = p
-            .effects
-            .invoices
-            .iter()
-            .filter(|i| i.collection.charging)
-            .map(|i| ChargeJob {
-                owner: p.owner.clone(),
-                invoice: i.invoice_id.clone(),
-                attempt: i.attempt_count,
-                resumed: false,
-            })
-            .collect();
+    for p in planned.iter().zip(&won).filter(|(_, won)| **won).map(|(p, _)| p) {
         for id in &p.effects.voided {
             void_into(state, conn, &p.owner, id, p.sub.updated_at, &mut buffer).await?;
         }
         push_effects(&mut buffer, &p.owner, &p.effects);
-        out.push(Some(charges));
     }
     buffer.flush(conn).await?;
+    // Each winner's invoices to charge become its charges, and go on with its subscription as written.
+    let mut out = Vec::with_capacity(planned.len());
     let mut carried = Carried::default();
-    for (p, _) in planned.into_iter().zip(won).filter(|(_, won)| *won) {
-        let mut charged = p.effects.invoices.into_iter().filter(|i| i.collection.charging).peekable();
-        if charged.peek().is_none() {
+    for (p, won) in planned.into_iter().zip(won) {
+        if !won {
+            out.push(None);
             continue;
         }
-        for invoice in charged {
+        let mut charges = Vec::new();
+        for invoice in p.effects.invoices.into_iter().filter(|i| i.collection.charging) {
+            charges.push(ChargeJob {
+                owner: p.owner.clone(),
+                invoice: invoice.invoice_id.clone(),
+                attempt: invoice.attempt_count,
+                resumed: false,
+            });
             carried.invoices.insert(invoice.invoice_id.clone(), (p.owner.clone(), invoice));
         }
-        carried.subs.insert(p.sub.id.clone(), p.sub);
+        if !charges.is_empty() {
+            carried.subs.insert(p.sub.id.clone(), p.sub);
+        }
+        out.push(Some(charges));
     }
     Ok((out, carried))
 }
@@ -763,13 +757,10 @@ async fn try_charge_many(
         let ids: Vec<&InvoiceId> =
             jobs.iter().map(|j| &j.invoice).filter(|id| !carried.invoices.contains_key(*id)).collect();
         let mut invoices = db::subscriptions::charge_facts(&mut conn, &ids).await?;
-        for (id, (_, invoice)) in &carried.invoices {
-            let facts = db::subscriptions::ChargeFacts {
-                amount_due: invoice.amount_due,
-                currency: invoice.currency,
-                payment_method: invoice.payment_method.clone(),
-            };
-            invoices.insert(id.clone(), facts);
+        for job in jobs {
+            if let Some((_, invoice)) = carried.invoices.get(&job.invoice) {
+                invoices.insert(job.invoice.clone(), db::subscriptions::ChargeFacts::of(invoice));
+            }
         }
         let cards: Vec<&PaymentMethodId> = invoices.values().filter_map(|i| i.payment_method.as_ref()).collect();
         let cards = db::payments::saved_cards(&mut conn, &cards).await?;
@@ -1505,12 +1496,10 @@ pub async fn run_due(state: &AppState, limit: i64) -> Result<usize, FlowError> {
     Ok(run_due_for(state, limit, std::time::Duration::ZERO).await?.0)
 }
 
-/// Passes on the system clock for about `budget`: batches of `limit` due subscriptions while they
-/// come back full, then one batch of due invoice attempts and of passed deadlines. A batch's
-/// charges and settlement run while the next batch is read, on another connection, so that a
-/// backlog keeps both cores busy (the settlement's statements on the database's side while the
-/// next batch is decoded on ours). Returns how many items were handled, and whether the budget
-/// ended it with subscriptions still due.
+/// Passes on the system clock for about `budget`: batches of `limit` due subscriptions, each
+/// stepped in one transaction and its charges made and settled, while they come back full; then
+/// one batch of due invoice attempts and of passed deadlines. Returns how many items were handled,
+/// and whether the budget ended it with subscriptions still due.
 pub async fn run_due_for(
     state: &AppState,
     limit: i64,
@@ -1518,17 +1507,13 @@ pub async fn run_due_for(
 ) -> Result<(usize, bool), FlowError> {
     let started = std::time::Instant::now();
     let mut handled = 0;
-    let mut settling: Option<(Stepped, Timestamp)> = None;
     let mut cut_short = false;
     loop {
         let now = state.clock.now();
-        let reading = async {
+        let subs = {
             let mut conn = state.db.conn().await?;
-            Ok::<_, FlowError>(db::subscriptions::due(&mut conn, now, limit).await?)
+            db::subscriptions::due(&mut conn, now, limit).await?
         };
-        let (subs, settled) = tokio::join!(reading, settle_stepped(state, settling.take()));
-        handled += settled?;
-        let subs = subs?;
         if subs.is_empty() {
             break;
         }
@@ -1537,7 +1522,7 @@ pub async fn run_due_for(
         let stepped = step_many(state, &mut tx, subs, now).await?;
         tx.commit().await?;
         handled += stepped.count;
-        settling = Some((stepped, now));
+        handled += charge_and_settle(state, stepped.jobs, stepped.carried, now).await?;
         if !full {
             break;
         }
@@ -1546,7 +1531,6 @@ pub async fn run_due_for(
             break;
         }
     }
-    handled += settle_stepped(state, settling).await?;
     let now = state.clock.now();
     let invoices = {
         let mut conn = state.db.conn().await?;
@@ -1571,14 +1555,6 @@ pub async fn run_due_for(
         tx.commit().await?;
     }
     Ok((handled, cut_short))
-}
-
-/// The charges of a committed step, made and settled at the step's time.
-async fn settle_stepped(state: &AppState, stepped: Option<(Stepped, Timestamp)>) -> Result<usize, FlowError> {
-    match stepped {
-        Some((stepped, at)) => charge_and_settle(state, stepped.jobs, stepped.carried, at).await,
-        None => Ok(0),
-    }
 }
 
 /// Runs, in time order, everything on test clock `clock` that is due at or before `to`, each item at
