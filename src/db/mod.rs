@@ -381,6 +381,57 @@ where
     Ok(out)
 }
 
+/// A row read as one JSON object (see [`json_object`]) and parsed with serde. Through sqlx's `Any`
+/// driver every column of every row costs a conversion and a copy of its name, which for a wide
+/// row like a subscription's took more time than SQLite spent finding it; one column does not.
+pub struct JsonRow<T>(pub T);
+
+impl<'r, T: serde::de::DeserializeOwned> sqlx::FromRow<'r, sqlx::any::AnyRow> for JsonRow<T> {
+    fn from_row(row: &'r sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let text: &str = row.try_get(0)?;
+        serde_json::from_str(text)
+            .map(JsonRow)
+            .map_err(|e| sqlx::Error::ColumnDecode { index: "0".into(), source: Box::new(e) })
+    }
+}
+
+/// The SQL for a JSON object of `fields` (name, expression), on `conn`'s database: integers stay
+/// JSON numbers and TEXT stays strings, so [`JsonRow`] reads what the columns hold. An expression
+/// that is itself JSON (an aggregate, another object) is embedded as JSON.
+pub fn json_object(conn: &Conn, fields: &[(&str, &str)]) -> String {
+    let pairs: Vec<String> = fields.iter().map(|(name, expr)| format!("'{name}', {expr}")).collect();
+    if conn.backend_name() == "SQLite" {
+        format!("json_object({})", pairs.join(", "))
+    } else {
+        format!("json_build_object({})", pairs.join(", "))
+    }
+}
+
+/// `json` (a JSON expression) as the text a [`JsonRow`] reads: `Any` has no PostgreSQL `json`
+/// type.
+pub fn json_text(conn: &Conn, json: &str) -> String {
+    if conn.backend_name() == "SQLite" {
+        json.to_string()
+    } else {
+        format!("({json})::text")
+    }
+}
+
+/// The SQL for a JSON array of `object` (an expression over `table`'s rows chosen by `filter`),
+/// in `order`: `[]` when no row matches.
+pub fn json_array_of(conn: &Conn, object: &str, table: &str, filter: &str, order: &str) -> String {
+    if conn.backend_name() == "SQLite" {
+        // SQLite keeps a subquery's order into its aggregate; `json()` marks the text as JSON so
+        // an enclosing `json_object` embeds it instead of quoting it.
+        format!(
+            "json((SELECT json_group_array({object}) FROM (SELECT * FROM {table} WHERE {filter} ORDER BY {order})))"
+        )
+    } else {
+        format!("COALESCE((SELECT json_agg({object} ORDER BY {order}) FROM {table} WHERE {filter}), '[]'::json)")
+    }
+}
+
 fn insert_sql(conn: &Conn, table: &str, columns: &[&str], rows: Vec<Vec<Arg>>, suffix: &str) -> Sql {
     debug_assert!(rows.iter().all(|r| r.len() == columns.len()), "a row of {table} has the wrong width");
     let mut sql = Sql::for_conn(conn, &format!("INSERT INTO {table} ({}) VALUES ", columns.join(", ")));

@@ -276,7 +276,7 @@ pub async fn save_many(conn: &mut Conn, subs: &mut [&mut Subscription]) -> Resul
         .collect())
 }
 
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug, serde::Deserialize)]
 struct SubscriptionRow {
     id: String,
     merchant_id: String,
@@ -323,6 +323,7 @@ struct SubscriptionRow {
     trial_will_end_sent: i64,
     next_action_at: Option<i64>,
     version: i64,
+    items: Vec<ItemRow>,
 }
 
 const SUB_COLUMNS: &str = "id, merchant_id, livemode, customer_id, plan_id, status, currency, billing_cadence,
@@ -333,9 +334,10 @@ const SUB_COLUMNS: &str = "id, merchant_id, livemode, customer_id, plan_id, stat
     overage_factor, enable_true_up, parent_subscription_id, invoice_billing, payment_terms, phases, test_clock,
     cycle_invoiced, upcoming_sent_for, trial_will_end_sent, next_action_at, version";
 
-#[derive(Clone, Debug, sqlx::FromRow)]
+const ITEM_COLUMNS: [&str; 5] = ["price_id", "quantity", "unit_amount", "description", "kind"];
+
+#[derive(Clone, Debug, serde::Deserialize)]
 struct ItemRow {
-    subscription_id: String,
     price_id: String,
     quantity: i64,
     unit_amount: i64,
@@ -348,7 +350,7 @@ impl SubscriptionRow {
         Owner { merchant_id: MerchantId::from_trusted(self.merchant_id.clone()), mode: Mode::from_flag(self.livemode) }
     }
 
-    fn into_subscription(self, items: Vec<ItemRow>) -> Subscription {
+    fn into_subscription(self) -> Subscription {
         let ts = Timestamp::from_micros;
         let r = self;
         let commitment = r.commitment_amount.as_deref().and_then(Decimal::parse).map(|amount| Commitment {
@@ -392,7 +394,8 @@ impl SubscriptionRow {
             payment_terms: r.payment_terms.as_deref().and_then(PaymentTerms::from_wire),
             phases: phases_from(r.phases.as_deref()),
             test_clock: r.test_clock.map(TestClockId::from_trusted),
-            items: items
+            items: r
+                .items
                 .into_iter()
                 .map(|i| SubscriptionItem {
                     price_id: PriceId::from_trusted(i.price_id),
@@ -417,66 +420,51 @@ impl SubscriptionRow {
     }
 }
 
-async fn with_items(conn: &mut Conn, rows: Vec<SubscriptionRow>) -> Result<Vec<(Owner, Subscription)>, sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut sql = Sql::for_conn(
+/// `SELECT <each subscription with its items, as one JSON object> FROM subscriptions`, for `conn`.
+fn select_subscriptions(conn: &Conn) -> String {
+    let item_fields: Vec<(&str, &str)> = ITEM_COLUMNS.iter().map(|c| (*c, *c)).collect();
+    let items = super::json_array_of(
         conn,
-        "SELECT subscription_id, price_id, quantity, unit_amount, description, kind FROM subscription_items
-         WHERE subscription_id IN (",
+        &super::json_object(conn, &item_fields),
+        "subscription_items",
+        "subscription_items.subscription_id = subscriptions.id",
+        "position",
     );
-    for (i, r) in rows.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.bind(Arg::Text(r.id.clone()));
-    }
-    sql.push(") ORDER BY subscription_id, position");
-    let mut items: std::collections::HashMap<String, Vec<ItemRow>> = std::collections::HashMap::new();
-    for item in sql.query_as::<ItemRow>().fetch_all(&mut *conn).await? {
-        items.entry(item.subscription_id.clone()).or_default().push(item);
-    }
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let mine = items.remove(&r.id).unwrap_or_default();
-            (r.owner(), r.into_subscription(mine))
-        })
-        .collect())
+    let mut fields: Vec<(&str, &str)> = SUB_COLUMNS.split(',').map(str::trim).map(|c| (c, c)).collect();
+    fields.push(("items", &items));
+    format!("SELECT {} FROM subscriptions", super::json_text(conn, &super::json_object(conn, &fields)))
+}
+
+async fn fetch_subscriptions(conn: &mut Conn, sql: &Sql) -> Result<Vec<SubscriptionRow>, sqlx::Error> {
+    let rows = sql.query_as::<super::JsonRow<SubscriptionRow>>().fetch_all(&mut *conn).await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+fn with_owners(rows: Vec<SubscriptionRow>) -> Vec<(Owner, Subscription)> {
+    rows.into_iter().map(|r| (r.owner(), r.into_subscription())).collect()
 }
 
 pub async fn get(conn: &mut Conn, owner: &Owner, id: &SubscriptionId) -> Result<Option<Subscription>, sqlx::Error> {
-    let row = sqlx::query_as::<_, SubscriptionRow>(&format!(
-        "SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = $1 AND merchant_id = $2 AND livemode = $3"
-    ))
-    .bind(id.as_str())
-    .bind(owner.merchant_id.as_str())
-    .bind(owner.mode.as_flag())
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(with_items(conn, row.into_iter().collect()).await?.pop().map(|(_, s)| s))
+    let mut sql = Sql::for_conn(conn, &select_subscriptions(conn));
+    sql.push(" WHERE id = ").bind(Arg::Text(id.to_string()));
+    sql.push(" AND merchant_id = ").bind(Arg::Text(owner.merchant_id.to_string()));
+    sql.push(" AND livemode = ").bind(Arg::Int(owner.mode.as_flag()));
+    Ok(fetch_subscriptions(conn, &sql).await?.pop().map(SubscriptionRow::into_subscription))
 }
 
 /// A subscription by id alone, with its owner: for the engine.
 pub async fn get_any(conn: &mut Conn, id: &SubscriptionId) -> Result<Option<(Owner, Subscription)>, sqlx::Error> {
-    let row = sqlx::query_as::<_, SubscriptionRow>(&format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = $1"))
-        .bind(id.as_str())
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(with_items(conn, row.into_iter().collect()).await?.pop())
+    let mut sql = Sql::for_conn(conn, &select_subscriptions(conn));
+    sql.push(" WHERE id = ").bind(Arg::Text(id.to_string()));
+    Ok(with_owners(fetch_subscriptions(conn, &sql).await?).pop())
 }
 
 /// Subscriptions by id alone, with their owners (those that exist, in no set order).
 pub async fn get_many_any(conn: &mut Conn, ids: &[&SubscriptionId]) -> Result<Vec<(Owner, Subscription)>, sqlx::Error> {
-    let mut out = Vec::new();
-    for chunk in ids.chunks(super::MAX_IN_LIST) {
-        let mut sql = Sql::for_conn(conn, &format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id IN "));
-        sql.in_list(chunk.iter().map(|id| id.as_str()));
-        let rows = sql.query_as::<SubscriptionRow>().fetch_all(&mut *conn).await?;
-        out.extend(with_items(conn, rows).await?);
-    }
-    Ok(out)
+    let head = format!("{} WHERE id IN ", select_subscriptions(conn));
+    let rows =
+        super::select_in::<super::JsonRow<SubscriptionRow>>(conn, &head, ids.iter().map(|id| id.as_str())).await?;
+    Ok(with_owners(rows.into_iter().map(|r| r.0).collect()))
 }
 
 /// The stored version of each subscription of `ids` that exists: a cheap way to tell whether a
@@ -492,15 +480,10 @@ pub async fn versions(
 
 /// Subscriptions on the system clock with work due at or before `now`, earliest first.
 pub async fn due(conn: &mut Conn, now: Timestamp, limit: i64) -> Result<Vec<(Owner, Subscription)>, sqlx::Error> {
-    let rows = sqlx::query_as::<_, SubscriptionRow>(&format!(
-        "SELECT {SUB_COLUMNS} FROM subscriptions WHERE test_clock IS NULL AND next_action_at <= $1
-         ORDER BY next_action_at LIMIT $2"
-    ))
-    .bind(now.micros())
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    with_items(conn, rows).await
+    let mut sql = Sql::for_conn(conn, &select_subscriptions(conn));
+    sql.push(" WHERE test_clock IS NULL AND next_action_at <= ").bind(Arg::Int(now.micros()));
+    sql.push(" ORDER BY next_action_at LIMIT ").bind(Arg::Int(limit));
+    Ok(with_owners(fetch_subscriptions(conn, &sql).await?))
 }
 
 /// The earliest due time on test clock `clock` at or before `to`, over subscriptions and invoices.
@@ -534,15 +517,11 @@ pub async fn due_on_clock(
     clock: &TestClockId,
     at: Timestamp,
 ) -> Result<Vec<(Owner, Subscription)>, sqlx::Error> {
-    let rows = sqlx::query_as::<_, SubscriptionRow>(&format!(
-        "SELECT {SUB_COLUMNS} FROM subscriptions WHERE test_clock = $1 AND next_action_at <= $2
-         ORDER BY next_action_at, id"
-    ))
-    .bind(clock.as_str())
-    .bind(at.micros())
-    .fetch_all(&mut *conn)
-    .await?;
-    with_items(conn, rows).await
+    let mut sql = Sql::for_conn(conn, &select_subscriptions(conn));
+    sql.push(" WHERE test_clock = ").bind(Arg::Text(clock.to_string()));
+    sql.push(" AND next_action_at <= ").bind(Arg::Int(at.micros()));
+    sql.push(" ORDER BY next_action_at, id");
+    Ok(with_owners(fetch_subscriptions(conn, &sql).await?))
 }
 
 pub async fn lookup_key_taken(conn: &mut Conn, owner: &Owner, key: &str) -> Result<bool, sqlx::Error> {
@@ -571,7 +550,8 @@ pub async fn list(
     filter: &SubscriptionFilter,
     cursor: &Cursor,
 ) -> Result<Page<Subscription>, sqlx::Error> {
-    let mut sql = Sql::new(&format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE merchant_id = "));
+    let mut sql = Sql::for_conn(conn, &select_subscriptions(conn));
+    sql.push(" WHERE merchant_id = ");
     sql.bind(Arg::Text(owner.merchant_id.to_string())).push(" AND livemode = ").bind(Arg::Int(owner.mode.as_flag()));
     if let Some(c) = &filter.customer_id {
         sql.push(" AND customer_id = ").bind(Arg::Text(c.clone()));
@@ -586,10 +566,11 @@ pub async fn list(
         sql.push(" AND lookup_key = ").bind(Arg::Text(k.clone()));
     }
     cursor.finish(&mut sql, "id");
-    let rows = sql.query_as::<SubscriptionRow>().fetch_all(&mut *conn).await?;
-    let page = cursor.page(rows);
-    let items = with_items(conn, page.items).await?.into_iter().map(|(_, s)| s).collect();
-    Ok(Page { items, has_more: page.has_more })
+    let page = cursor.page(fetch_subscriptions(conn, &sql).await?);
+    Ok(Page {
+        items: page.items.into_iter().map(SubscriptionRow::into_subscription).collect(),
+        has_more: page.has_more,
+    })
 }
 
 // -------------------------------------------------------------------------------------------------
