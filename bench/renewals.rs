@@ -335,17 +335,16 @@ impl PerfControl {
 async fn phased_pass(state: &flex_checkout::state::AppState, phases: &mut [Duration; 4]) -> usize {
     let now = state.clock.now();
     let t = Instant::now();
-    let subs = {
-        let mut conn = state.db.conn().await.unwrap();
-        db::subscriptions::due(&mut conn, now, billing::BATCH).await.unwrap()
-    };
+    // One connection for the pass, as the engine holds one.
+    let mut conn = state.db.conn().await.unwrap();
+    let subs = db::subscriptions::due(&mut conn, now, billing::BATCH).await.unwrap();
     phases[0] += t.elapsed();
     let t = Instant::now();
     let mut handled = 0;
     let stepped = if subs.is_empty() {
         billing::Stepped { count: 0, jobs: Vec::new(), carried: Default::default() }
     } else {
-        let mut tx = state.db.begin().await.unwrap();
+        let mut tx = state.db.begin_on(&mut conn).await.unwrap();
         let stepped = billing::step_many(state, &mut tx, subs, now).await.unwrap();
         tx.commit().await.unwrap();
         stepped
@@ -354,13 +353,13 @@ async fn phased_pass(state: &flex_checkout::state::AppState, phases: &mut [Durat
     let jobs = stepped.jobs;
     phases[1] += t.elapsed();
     let t = Instant::now();
-    let results = billing::charge_many(state, &jobs, &stepped.carried).await;
+    let results = billing::charge_many_on(state, &mut conn, &jobs, &stepped.carried).await;
     phases[2] += t.elapsed();
     let t = Instant::now();
     let answered: Vec<(&billing::ChargeJob, &billing::AttemptResult)> =
         jobs.iter().zip(&results).filter_map(|(j, r)| r.as_ref().map(|r| (j, r))).collect();
     if !answered.is_empty() {
-        let mut tx = state.db.begin().await.unwrap();
+        let mut tx = state.db.begin_on(&mut conn).await.unwrap();
         let applied = billing::settle_carried(state, &mut tx, &answered, stepped.carried, now).await.unwrap();
         tx.commit().await.unwrap();
         handled += applied.into_iter().filter(|a| *a).count();

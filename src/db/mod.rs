@@ -112,6 +112,15 @@ impl Db {
         }
     }
 
+    /// [`Db::begin`] on a connection the caller holds (see `billing::run_due_for`).
+    pub async fn begin_on<'c>(&self, conn: &'c mut Conn) -> Result<Transaction<'c, Any>, sqlx::Error> {
+        use sqlx::Connection;
+        match self.backend {
+            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => conn.begin().await,
+        }
+    }
+
     pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Any>, sqlx::Error> {
         self.pool.acquire().await
     }
@@ -396,11 +405,17 @@ impl<'r, T: serde::de::DeserializeOwned> sqlx::FromRow<'r, sqlx::any::AnyRow> fo
     }
 }
 
-/// The SQL for a JSON object of `fields` (name, expression), on `conn`'s database: integers stay
-/// JSON numbers and TEXT stays strings, so [`JsonRow`] reads what the columns hold. An expression
-/// that is itself JSON (an aggregate, another object) is embedded as JSON.
-pub fn json_object(conn: &Conn, fields: &[(&str, &str)]) -> String {
-    let pairs: Vec<String> = fields.iter().map(|(name, expr)| format!("'{name}', {expr}")).collect();
+/// The SQL for a JSON object of `columns` (each under its own name) and `extra` fields (name,
+/// expression), on `conn`'s database: integers stay JSON numbers and TEXT stays strings, so
+/// [`JsonRow`] reads what the columns hold. An expression that is itself JSON (an aggregate,
+/// another object) is embedded as JSON.
+pub fn json_object(conn: &Conn, columns: &[&str], extra: &[(&str, &str)]) -> String {
+    let pairs: Vec<String> = columns
+        .iter()
+        .map(|c| (*c, *c))
+        .chain(extra.iter().copied())
+        .map(|(name, expr)| format!("'{name}', {expr}"))
+        .collect();
     if conn.backend_name() == "SQLite" {
         format!("json_object({})", pairs.join(", "))
     } else {

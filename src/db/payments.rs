@@ -703,7 +703,20 @@ pub async fn sandbox_refund(
     Ok(SandboxRefund::Recorded)
 }
 
-#[derive(Clone, Debug, sqlx::FromRow)]
+const SAVED_CARD_COLUMNS: [&str; 10] = [
+    "id",
+    "gateway",
+    "gateway_ref",
+    "gateway_customer",
+    "brand",
+    "last4",
+    "exp_month",
+    "exp_year",
+    "funding",
+    "country",
+];
+
+#[derive(Clone, Debug, serde::Deserialize)]
 struct SavedCardRow {
     id: String,
     gateway: String,
@@ -730,10 +743,14 @@ pub async fn saved_cards(
     conn: &mut Conn,
     ids: &[&PaymentMethodId],
 ) -> Result<std::collections::HashMap<PaymentMethodId, (String, crate::gateway::SavedCard)>, sqlx::Error> {
-    let head = "SELECT id, gateway, gateway_ref, gateway_customer, brand, last4, exp_month, exp_year, funding, country
-                FROM payment_methods WHERE id IN ";
+    let object = super::json_text(conn, &super::json_object(conn, &SAVED_CARD_COLUMNS, &[]));
+    let head = format!("SELECT {object} FROM payment_methods WHERE id IN ");
+    // Subscriptions of one customer share a card: each id is asked once.
+    let mut ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
     let mut out = std::collections::HashMap::new();
-    for r in super::select_in::<SavedCardRow>(conn, head, ids.iter().map(|id| id.as_str())).await? {
+    for super::JsonRow(r) in super::select_in::<super::JsonRow<SavedCardRow>>(conn, &head, ids).await? {
         out.insert(
             PaymentMethodId::from_trusted(r.id),
             (

@@ -422,17 +422,16 @@ impl SubscriptionRow {
 
 /// `SELECT <each subscription with its items, as one JSON object> FROM subscriptions`, for `conn`.
 fn select_subscriptions(conn: &Conn) -> String {
-    let item_fields: Vec<(&str, &str)> = ITEM_COLUMNS.iter().map(|c| (*c, *c)).collect();
     let items = super::json_array_of(
         conn,
-        &super::json_object(conn, &item_fields),
+        &super::json_object(conn, &ITEM_COLUMNS, &[]),
         "subscription_items",
         "subscription_items.subscription_id = subscriptions.id",
         "position",
     );
-    let mut fields: Vec<(&str, &str)> = SUB_COLUMNS.split(',').map(str::trim).map(|c| (c, c)).collect();
-    fields.push(("items", &items));
-    format!("SELECT {} FROM subscriptions", super::json_text(conn, &super::json_object(conn, &fields)))
+    let columns: Vec<&str> = SUB_COLUMNS.split(',').map(str::trim).collect();
+    let object = super::json_object(conn, &columns, &[("items", &items)]);
+    format!("SELECT {} FROM subscriptions", super::json_text(conn, &object))
 }
 
 async fn fetch_subscriptions(conn: &mut Conn, sql: &Sql) -> Result<Vec<SubscriptionRow>, sqlx::Error> {
