@@ -743,14 +743,14 @@ pub async fn saved_cards(
     conn: &mut Conn,
     ids: &[&PaymentMethodId],
 ) -> Result<std::collections::HashMap<PaymentMethodId, (String, crate::gateway::SavedCard)>, sqlx::Error> {
-    let object = super::json_text(conn, &super::json_object(conn, &SAVED_CARD_COLUMNS, &[]));
-    let head = format!("SELECT {object} FROM payment_methods WHERE id IN ");
+    let object = super::json_object(conn, &SAVED_CARD_COLUMNS, &[]);
+    let head = format!("SELECT {} FROM payment_methods WHERE id IN ", super::json_array_agg(conn, &object, None));
     // Subscriptions of one customer share a card: each id is asked once.
     let mut ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
     let mut out = std::collections::HashMap::new();
-    for super::JsonRow(r) in super::select_in::<super::JsonRow<SavedCardRow>>(conn, &head, ids).await? {
+    for r in super::select_json_in::<SavedCardRow>(conn, &head, ids).await? {
         out.insert(
             PaymentMethodId::from_trusted(r.id),
             (

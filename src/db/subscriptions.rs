@@ -420,8 +420,8 @@ impl SubscriptionRow {
     }
 }
 
-/// `SELECT <each subscription with its items, as one JSON object> FROM subscriptions`, for `conn`.
-fn select_subscriptions(conn: &Conn) -> String {
+/// Each subscription with its items as one JSON object, over a FROM named `subscriptions`.
+fn subscription_object(conn: &Conn) -> String {
     let items = super::json_array_of(
         conn,
         &super::json_object(conn, &ITEM_COLUMNS, &[]),
@@ -430,13 +430,28 @@ fn select_subscriptions(conn: &Conn) -> String {
         "position",
     );
     let columns: Vec<&str> = SUB_COLUMNS.split(',').map(str::trim).collect();
-    let object = super::json_object(conn, &columns, &[("items", &items)]);
-    format!("SELECT {} FROM subscriptions", super::json_text(conn, &object))
+    super::json_object(conn, &columns, &[("items", &items)])
+}
+
+/// `SELECT <each subscription, as one JSON object> FROM subscriptions`, for `conn`.
+fn select_subscriptions(conn: &Conn) -> String {
+    format!("SELECT {} FROM subscriptions", super::json_text(conn, &subscription_object(conn)))
+}
+
+/// `SELECT <all the subscriptions as one JSON array, in order>`, to which the caller adds a FROM
+/// named `subscriptions`: for reads of many (see [`super::JsonRows`]).
+fn select_subscription_array(conn: &Conn, order: Option<&str>) -> String {
+    format!("SELECT {}", super::json_array_agg(conn, &subscription_object(conn), order))
 }
 
 async fn fetch_subscriptions(conn: &mut Conn, sql: &Sql) -> Result<Vec<SubscriptionRow>, sqlx::Error> {
     let rows = sql.query_as::<super::JsonRow<SubscriptionRow>>().fetch_all(&mut *conn).await?;
     Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+async fn fetch_subscription_array(conn: &mut Conn, sql: &Sql) -> Result<Vec<(Owner, Subscription)>, sqlx::Error> {
+    let super::JsonRows(rows) = sql.query_as::<super::JsonRows<SubscriptionRow>>().fetch_one(&mut *conn).await?;
+    Ok(with_owners(rows))
 }
 
 fn with_owners(rows: Vec<SubscriptionRow>) -> Vec<(Owner, Subscription)> {
@@ -460,10 +475,8 @@ pub async fn get_any(conn: &mut Conn, id: &SubscriptionId) -> Result<Option<(Own
 
 /// Subscriptions by id alone, with their owners (those that exist, in no set order).
 pub async fn get_many_any(conn: &mut Conn, ids: &[&SubscriptionId]) -> Result<Vec<(Owner, Subscription)>, sqlx::Error> {
-    let head = format!("{} WHERE id IN ", select_subscriptions(conn));
-    let rows =
-        super::select_in::<super::JsonRow<SubscriptionRow>>(conn, &head, ids.iter().map(|id| id.as_str())).await?;
-    Ok(with_owners(rows.into_iter().map(|r| r.0).collect()))
+    let head = format!("{} FROM subscriptions WHERE id IN ", select_subscription_array(conn, None));
+    Ok(with_owners(super::select_json_in(conn, &head, ids.iter().map(|id| id.as_str())).await?))
 }
 
 /// The stored version of each subscription of `ids` that exists: a cheap way to tell whether a
@@ -472,17 +485,24 @@ pub async fn versions(
     conn: &mut Conn,
     ids: &[&SubscriptionId],
 ) -> Result<std::collections::HashMap<SubscriptionId, i64>, sqlx::Error> {
-    let head = "SELECT id, version FROM subscriptions WHERE id IN ";
-    let rows = super::select_in::<(String, i64)>(conn, head, ids.iter().map(|id| id.as_str())).await?;
-    Ok(rows.into_iter().map(|(id, version)| (SubscriptionId::from_trusted(id), version)).collect())
+    #[derive(serde::Deserialize)]
+    struct Version {
+        id: String,
+        version: i64,
+    }
+    let object = super::json_object(conn, &["id", "version"], &[]);
+    let head = format!("SELECT {} FROM subscriptions WHERE id IN ", super::json_array_agg(conn, &object, None));
+    let rows = super::select_json_in::<Version>(conn, &head, ids.iter().map(|id| id.as_str())).await?;
+    Ok(rows.into_iter().map(|v| (SubscriptionId::from_trusted(v.id), v.version)).collect())
 }
 
 /// Subscriptions on the system clock with work due at or before `now`, earliest first.
 pub async fn due(conn: &mut Conn, now: Timestamp, limit: i64) -> Result<Vec<(Owner, Subscription)>, sqlx::Error> {
-    let mut sql = Sql::for_conn(conn, &select_subscriptions(conn));
-    sql.push(" WHERE test_clock IS NULL AND next_action_at <= ").bind(Arg::Int(now.micros()));
-    sql.push(" ORDER BY next_action_at LIMIT ").bind(Arg::Int(limit));
-    Ok(with_owners(fetch_subscriptions(conn, &sql).await?))
+    let mut sql = Sql::for_conn(conn, &select_subscription_array(conn, Some("next_action_at")));
+    sql.push(" FROM (SELECT * FROM subscriptions WHERE test_clock IS NULL AND next_action_at <= ");
+    sql.bind(Arg::Int(now.micros()));
+    sql.push(" ORDER BY next_action_at LIMIT ").bind(Arg::Int(limit)).push(") AS subscriptions");
+    fetch_subscription_array(conn, &sql).await
 }
 
 /// The earliest due time on test clock `clock` at or before `to`, over subscriptions and invoices.
@@ -516,11 +536,10 @@ pub async fn due_on_clock(
     clock: &TestClockId,
     at: Timestamp,
 ) -> Result<Vec<(Owner, Subscription)>, sqlx::Error> {
-    let mut sql = Sql::for_conn(conn, &select_subscriptions(conn));
-    sql.push(" WHERE test_clock = ").bind(Arg::Text(clock.to_string()));
+    let mut sql = Sql::for_conn(conn, &select_subscription_array(conn, Some("next_action_at, id")));
+    sql.push(" FROM subscriptions WHERE test_clock = ").bind(Arg::Text(clock.to_string()));
     sql.push(" AND next_action_at <= ").bind(Arg::Int(at.micros()));
-    sql.push(" ORDER BY next_action_at, id");
-    Ok(with_owners(fetch_subscriptions(conn, &sql).await?))
+    fetch_subscription_array(conn, &sql).await
 }
 
 pub async fn lookup_key_taken(conn: &mut Conn, owner: &Owner, key: &str) -> Result<bool, sqlx::Error> {
