@@ -1,6 +1,7 @@
 //! All SQL lives under here: one file per table group, each function taking a connection (a
 //! transaction or a pooled connection). The same statements run on SQLite and PostgreSQL through
-//! sqlx's `Any` driver, so they use only `$n` placeholders, BIGINT, TEXT and portable syntax.
+//! sqlx's `Any` driver, so they use only `$n` placeholders, BIGINT, TEXT and portable syntax; where
+//! the two spell a thing differently (building JSON), one function here writes each one's spelling.
 
 pub mod api_keys;
 pub mod billing_settings;

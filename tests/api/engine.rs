@@ -128,3 +128,34 @@ async fn a_renewals_events_carry_the_invoice_as_it_is_stored() {
     assert_eq!(created["lines"], renewal["lines"]);
     assert_eq!(created["status"], "open");
 }
+
+#[tokio::test]
+async fn subscriptions_read_as_json_come_back_exactly_as_written_and_in_due_order() {
+    let app = spawn_app().await;
+    let first = subscribed(&app, "4242424242424242").await;
+    // Text that JSON must escape, and text it must not mangle.
+    let tricky = "quote \" backslash \\ tab \t newline \n unicode é 中文 🙂 and a lone {\"}";
+    let body = json!({"metadata": {"note": tricky, "empty": ""}, "lookup_key": "it's \"gold\""});
+    let path = format!("/v1/subscriptions/{first}");
+    let r = app.send(reqwest::Method::PATCH, &path, Some(&app.test_key), Some(body.to_string()), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    app.state.clock.advance_seconds(3600);
+    let second = subscribed(&app, "4242424242424242").await;
+    let s = subscription(&app, &first).await;
+    assert_eq!(s["metadata"], json!({"note": tricky, "empty": ""}));
+    assert_eq!(s["lookup_key"], "it's \"gold\"");
+    // The engine's read of due work: both, earliest due first, with what the API shows.
+    app.state.clock.advance_seconds(40 * 24 * 3600);
+    let now = app.state.clock.now();
+    let due = {
+        let mut conn = app.state.db.conn().await.unwrap();
+        db::subscriptions::due(&mut conn, now, billing::BATCH).await.unwrap()
+    };
+    let ids: Vec<&str> = due.iter().map(|(_, s)| s.id.as_str()).collect();
+    assert_eq!(ids, [first.as_str(), second.as_str()]);
+    let read = &due[0].1;
+    assert_eq!(read.metadata.as_ref().and_then(|m| m.get("note")), Some(tricky));
+    assert_eq!(read.lookup_key.as_deref(), Some("it's \"gold\""));
+    assert_eq!(read.items.len(), 1);
+    assert_eq!(read.items[0].unit_amount, 4999);
+}
