@@ -268,19 +268,32 @@ struct PaymentMethodRow {
     created_at: i64,
 }
 
+/// A card's details as stored. Only validated cards are written, so the clamps only keep a
+/// hand-edited row from wrapping around in the casts.
+fn stored_card(
+    brand: String,
+    last4: String,
+    exp_month: i64,
+    exp_year: i64,
+    funding: String,
+    country: Option<String>,
+) -> CardDetails {
+    CardDetails {
+        brand,
+        last4,
+        exp_month: exp_month.clamp(1, 12) as u32,
+        exp_year: exp_year.clamp(0, 9999) as i32,
+        funding,
+        country,
+    }
+}
+
 impl From<PaymentMethodRow> for PaymentMethod {
     fn from(r: PaymentMethodRow) -> PaymentMethod {
         PaymentMethod {
             payment_method_id: PaymentMethodId::from_trusted(r.id),
             customer: CustomerId::from_trusted(r.customer_id),
-            card: CardDetails {
-                brand: r.brand,
-                last4: r.last4,
-                exp_month: r.exp_month.clamp(1, 12) as u32,
-                exp_year: r.exp_year.clamp(0, 9999) as i32,
-                funding: r.funding,
-                country: r.country,
-            },
+            card: stored_card(r.brand, r.last4, r.exp_month, r.exp_year, r.funding, r.country),
             billing_details: serde_json::from_str(&r.billing_details).unwrap_or_default(),
             off_session: r.off_session != 0,
             created_at: Timestamp::from_micros(r.created_at),
@@ -758,14 +771,7 @@ pub async fn saved_cards(
                 crate::gateway::SavedCard {
                     gateway_ref: r.gateway_ref,
                     gateway_customer: r.gateway_customer,
-                    details: CardDetails {
-                        brand: r.brand,
-                        last4: r.last4,
-                        exp_month: r.exp_month.clamp(0, 12) as u32,
-                        exp_year: r.exp_year.clamp(0, 9999) as i32,
-                        funding: r.funding,
-                        country: r.country,
-                    },
+                    details: stored_card(r.brand, r.last4, r.exp_month, r.exp_year, r.funding, r.country),
                 },
             ),
         );
