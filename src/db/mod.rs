@@ -107,18 +107,18 @@ impl Db {
     /// IMMEDIATE`), so a read-then-write transaction can wait for another writer instead of failing
     /// when it tries to upgrade.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
+        self.pool.begin_with(self.begin_statement()).await
     }
 
     /// [`Db::begin`] on a connection the caller holds (see `billing::run_due_for`).
     pub async fn begin_on<'c>(&self, conn: &'c mut Conn) -> Result<Transaction<'c, Any>, sqlx::Error> {
-        use sqlx::Connection;
+        sqlx::Connection::begin_with(conn, self.begin_statement()).await
+    }
+
+    fn begin_statement(&self) -> &'static str {
         match self.backend {
-            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => conn.begin().await,
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
         }
     }
 
@@ -444,18 +444,24 @@ impl<'r, T: serde::de::DeserializeOwned> sqlx::FromRow<'r, sqlx::any::AnyRow> fo
     }
 }
 
-/// The SQL for the aggregate text of `object` (a [`json_object`]) over a query's rows, in
-/// `order` if given: `[]` when there are none. Read it with [`JsonRows`].
+/// The SQL for a JSON array of `object` (a [`json_object`]) over a query's rows, in `order` if
+/// given: `[]` when there are none.
 pub fn json_array_agg(conn: &Conn, object: &str, order: Option<&str>) -> String {
     let order = order.map(|o| format!(" ORDER BY {o}")).unwrap_or_default();
     if conn.backend_name() == "SQLite" {
         format!("json_group_array({object}{order})")
     } else {
-        format!("COALESCE(json_agg({object}{order}), '[]'::json)::text")
+        format!("COALESCE(json_agg({object}{order}), '[]'::json)")
     }
 }
 
-/// [`select_in`] for a statement whose head aggregates its rows with [`json_array_agg`].
+/// `SELECT <the rows' objects as one JSON array text>`, to which the caller adds the FROM: read it
+/// with [`JsonRows`] (or [`select_json_in`]).
+pub fn select_json_rows(conn: &Conn, object: &str, order: Option<&str>) -> String {
+    format!("SELECT {}", json_text(conn, &json_array_agg(conn, object, order)))
+}
+
+/// [`select_in`] for a statement whose head is a [`select_json_rows`].
 pub async fn select_json_in<'a, T>(
     conn: &mut Conn,
     head: &str,
@@ -469,16 +475,15 @@ where
 }
 
 /// The SQL for a JSON array of `object` (an expression over `table`'s rows chosen by `filter`),
-/// in `order`: `[]` when no row matches.
+/// in `order`, to embed in an enclosing [`json_object`]: `[]` when no row matches.
 pub fn json_array_of(conn: &Conn, object: &str, table: &str, filter: &str, order: &str) -> String {
+    let array = format!("(SELECT {} FROM {table} WHERE {filter})", json_array_agg(conn, object, Some(order)));
     if conn.backend_name() == "SQLite" {
-        // SQLite keeps a subquery's order into its aggregate; `json()` marks the text as JSON so
-        // an enclosing `json_object` embeds it instead of quoting it.
-        format!(
-            "json((SELECT json_group_array({object}) FROM (SELECT * FROM {table} WHERE {filter} ORDER BY {order})))"
-        )
+        // A subquery's value loses SQLite's JSON mark; `json()` puts it back, so that the
+        // enclosing `json_object` embeds the array instead of quoting it.
+        format!("json({array})")
     } else {
-        format!("COALESCE((SELECT json_agg({object} ORDER BY {order}) FROM {table} WHERE {filter}), '[]'::json)")
+        array
     }
 }
 

@@ -257,34 +257,38 @@ struct PaymentMethodRow {
     id: String,
     livemode: i64,
     customer_id: String,
-    brand: String,
-    last4: String,
-    exp_month: i64,
-    exp_year: i64,
-    funding: String,
-    country: Option<String>,
+    #[sqlx(flatten)]
+    card: StoredCard,
     billing_details: String,
     off_session: i64,
     created_at: i64,
 }
 
-/// A card's details as stored. Only validated cards are written, so the clamps only keep a
-/// hand-edited row from wrapping around in the casts.
-fn stored_card(
+/// The card columns of `payment_methods`, read as columns or as a JSON object of their own.
+#[derive(Clone, Debug, sqlx::FromRow, serde::Deserialize)]
+struct StoredCard {
     brand: String,
     last4: String,
     exp_month: i64,
     exp_year: i64,
     funding: String,
     country: Option<String>,
-) -> CardDetails {
-    CardDetails {
-        brand,
-        last4,
-        exp_month: exp_month.clamp(1, 12) as u32,
-        exp_year: exp_year.clamp(0, 9999) as i32,
-        funding,
-        country,
+}
+
+const STORED_CARD_COLUMNS: [&str; 6] = ["brand", "last4", "exp_month", "exp_year", "funding", "country"];
+
+impl From<StoredCard> for CardDetails {
+    /// Only validated cards are written, so the clamps only keep a hand-edited row from wrapping
+    /// around in the casts.
+    fn from(c: StoredCard) -> CardDetails {
+        CardDetails {
+            brand: c.brand,
+            last4: c.last4,
+            exp_month: c.exp_month.clamp(1, 12) as u32,
+            exp_year: c.exp_year.clamp(0, 9999) as i32,
+            funding: c.funding,
+            country: c.country,
+        }
     }
 }
 
@@ -293,7 +297,7 @@ impl From<PaymentMethodRow> for PaymentMethod {
         PaymentMethod {
             payment_method_id: PaymentMethodId::from_trusted(r.id),
             customer: CustomerId::from_trusted(r.customer_id),
-            card: stored_card(r.brand, r.last4, r.exp_month, r.exp_year, r.funding, r.country),
+            card: r.card.into(),
             billing_details: serde_json::from_str(&r.billing_details).unwrap_or_default(),
             off_session: r.off_session != 0,
             created_at: Timestamp::from_micros(r.created_at),
@@ -716,31 +720,13 @@ pub async fn sandbox_refund(
     Ok(SandboxRefund::Recorded)
 }
 
-const SAVED_CARD_COLUMNS: [&str; 10] = [
-    "id",
-    "gateway",
-    "gateway_ref",
-    "gateway_customer",
-    "brand",
-    "last4",
-    "exp_month",
-    "exp_year",
-    "funding",
-    "country",
-];
-
 #[derive(Clone, Debug, serde::Deserialize)]
 struct SavedCardRow {
     id: String,
     gateway: String,
     gateway_ref: String,
     gateway_customer: Option<String>,
-    brand: String,
-    last4: String,
-    exp_month: i64,
-    exp_year: i64,
-    funding: String,
-    country: Option<String>,
+    card: StoredCard,
 }
 
 /// A saved card as the gateway that saved it can charge it, with that gateway's name.
@@ -756,8 +742,9 @@ pub async fn saved_cards(
     conn: &mut Conn,
     ids: &[&PaymentMethodId],
 ) -> Result<std::collections::HashMap<PaymentMethodId, (String, crate::gateway::SavedCard)>, sqlx::Error> {
-    let object = super::json_object(conn, &SAVED_CARD_COLUMNS, &[]);
-    let head = format!("SELECT {} FROM payment_methods WHERE id IN ", super::json_array_agg(conn, &object, None));
+    let card = super::json_object(conn, &STORED_CARD_COLUMNS, &[]);
+    let object = super::json_object(conn, &["id", "gateway", "gateway_ref", "gateway_customer"], &[("card", &card)]);
+    let head = format!("{} FROM payment_methods WHERE id IN ", super::select_json_rows(conn, &object, None));
     // Subscriptions of one customer share a card: each id is asked once.
     let mut ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
     ids.sort_unstable();
@@ -771,7 +758,7 @@ pub async fn saved_cards(
                 crate::gateway::SavedCard {
                     gateway_ref: r.gateway_ref,
                     gateway_customer: r.gateway_customer,
-                    details: stored_card(r.brand, r.last4, r.exp_month, r.exp_year, r.funding, r.country),
+                    details: r.card.into(),
                 },
             ),
         );

@@ -441,7 +441,7 @@ fn select_subscriptions(conn: &Conn) -> String {
 /// `SELECT <all the subscriptions as one JSON array, in order>`, to which the caller adds a FROM
 /// named `subscriptions`: for reads of many (see [`super::JsonRows`]).
 fn select_subscription_array(conn: &Conn, order: Option<&str>) -> String {
-    format!("SELECT {}", super::json_array_agg(conn, &subscription_object(conn), order))
+    super::select_json_rows(conn, &subscription_object(conn), order)
 }
 
 async fn fetch_subscriptions(conn: &mut Conn, sql: &Sql) -> Result<Vec<SubscriptionRow>, sqlx::Error> {
@@ -491,7 +491,7 @@ pub async fn versions(
         version: i64,
     }
     let object = super::json_object(conn, &["id", "version"], &[]);
-    let head = format!("SELECT {} FROM subscriptions WHERE id IN ", super::json_array_agg(conn, &object, None));
+    let head = format!("{} FROM subscriptions WHERE id IN ", super::select_json_rows(conn, &object, None));
     let rows = super::select_json_in::<Version>(conn, &head, ids.iter().map(|id| id.as_str())).await?;
     Ok(rows.into_iter().map(|v| (SubscriptionId::from_trusted(v.id), v.version)).collect())
 }

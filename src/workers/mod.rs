@@ -62,11 +62,14 @@ async fn bill(state: &AppState) -> (usize, bool) {
         match billing::run_due_for(state, billing::BATCH, left).await {
             Ok((n, cut_short)) => {
                 handled += n;
-                if cut_short || (n >= billing::BATCH as usize && started.elapsed() >= BILLING_BUDGET) {
+                if cut_short {
                     return (handled, true);
                 }
                 if n < billing::BATCH as usize {
                     return (handled, false);
+                }
+                if started.elapsed() >= BILLING_BUDGET {
+                    return (handled, true);
                 }
             }
             Err(e) => {

@@ -4,7 +4,9 @@
 use serde_json::{json, Value};
 
 use flex_checkout::db;
+use flex_checkout::domain::subscription::Subscription;
 use flex_checkout::domain::timestamp::Timestamp;
+use flex_checkout::domain::Owner;
 use flex_checkout::flows::billing;
 
 use crate::billing::{advance, clock, customer_on, invoices_of, monthly_price, save_card, subscription};
@@ -23,14 +25,17 @@ async fn subscribed(app: &TestApp, card: &str) -> String {
     r.body["id"].as_str().unwrap().to_string()
 }
 
+/// What the engine's pass on the system clock reads as due at `now`.
+async fn due_at(app: &TestApp, now: Timestamp) -> Vec<(Owner, Subscription)> {
+    let mut conn = app.state.db.conn().await.unwrap();
+    db::subscriptions::due(&mut conn, now, billing::BATCH).await.unwrap()
+}
+
 /// A month later, the renewal step of the one subscription due, committed; its charge not yet made.
 async fn renewal_stepped(app: &TestApp) -> (billing::Stepped, Timestamp) {
     app.state.clock.advance_seconds(32 * 24 * 3600);
     let now = app.state.clock.now();
-    let due = {
-        let mut conn = app.state.db.conn().await.unwrap();
-        db::subscriptions::due(&mut conn, now, billing::BATCH).await.unwrap()
-    };
+    let due = due_at(app, now).await;
     assert_eq!(due.len(), 1);
     let mut tx = app.state.db.begin().await.unwrap();
     let stepped = billing::step_many(&app.state, &mut tx, due, now).await.unwrap();
@@ -147,10 +152,7 @@ async fn subscriptions_read_as_json_come_back_exactly_as_written_and_in_due_orde
     // The engine's read of due work: both, earliest due first, with what the API shows.
     app.state.clock.advance_seconds(40 * 24 * 3600);
     let now = app.state.clock.now();
-    let due = {
-        let mut conn = app.state.db.conn().await.unwrap();
-        db::subscriptions::due(&mut conn, now, billing::BATCH).await.unwrap()
-    };
+    let due = due_at(&app, now).await;
     let ids: Vec<&str> = due.iter().map(|(_, s)| s.id.as_str()).collect();
     assert_eq!(ids, [first.as_str(), second.as_str()]);
     let read = &due[0].1;
